@@ -1,0 +1,96 @@
+"""One exception tree for rankstack.
+
+Every error a user can cause derives from :class:`RankstackError`. The CLI maps these to exit
+codes in one place (``EXIT_CODES``); the HTTP service maps them to statuses the same way.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class RankstackError(Exception):
+    """Base of every error rankstack raises on purpose."""
+
+
+class DataFormatError(RankstackError):
+    """Input data is malformed. Names the file and, where known, the line."""
+
+    def __init__(self, message: str, *, path: str | Path | None = None, line: int | None = None,
+                 hint: str | None = None) -> None:
+        self.path = str(path) if path is not None else None
+        self.line = line
+        self.hint = hint
+        where = ""
+        if self.path is not None:
+            where = f"{self.path}:{line}: " if line is not None else f"{self.path}: "
+        text = f"{where}{message}"
+        if hint:
+            text += f" ({hint})"
+        super().__init__(text)
+
+
+class EmptyInputError(DataFormatError):
+    """A corpus, query set or query that must not be empty is empty."""
+
+
+class DuplicateIdError(DataFormatError):
+    """The same id appears twice where ids must be unique."""
+
+
+class IndexLoadError(RankstackError):
+    """An index directory is missing, damaged, or of an unsupported format."""
+
+
+class IndexNotFoundError(IndexLoadError):
+    pass
+
+
+class IndexFormatError(IndexLoadError):
+    """The index was written by a newer (or unknown) format version."""
+
+
+class IndexCorruptError(IndexLoadError):
+    """A file of the index does not match the checksum in its manifest, or is missing."""
+
+
+class PipelineError(RankstackError):
+    """A pipeline string or stage configuration is invalid."""
+
+
+class UnknownStageError(PipelineError):
+    pass
+
+
+class MeasureError(RankstackError):
+    """An evaluation measure string is not understood."""
+
+
+class MissingExtraError(RankstackError):
+    """An optional dependency is not installed; the message names the extra to install."""
+
+    def __init__(self, feature: str, extra: str, module: str) -> None:
+        super().__init__(
+            f"{feature} needs the '{module}' package, which is not installed. "
+            f"Install it with: pip install 'rankstack[{extra}]'"
+        )
+        self.extra = extra
+        self.module = module
+
+
+# One place that turns domain errors into process exit codes (most specific first).
+EXIT_CODES: list[tuple[type[RankstackError], int]] = [
+    (MissingExtraError, 3),
+    (IndexLoadError, 4),
+    (PipelineError, 5),
+    (MeasureError, 5),
+    (DataFormatError, 6),
+    (RankstackError, 1),
+]
+
+
+def exit_code_for(error: RankstackError) -> int:
+    for error_type, code in EXIT_CODES:
+        if isinstance(error, error_type):
+            return code
+    return 1

@@ -1,0 +1,64 @@
+"""An opened index directory: manifest, document store, sparse postings."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from threading import Lock
+from typing import Any
+
+import bm25s
+
+from rankstack.index.docstore import DocStore
+from rankstack.index.manifest import read_manifest
+from rankstack.index.sparse import SparseIndex
+from rankstack.text.analyzer import LuceneEnglishAnalyzer
+
+
+class Index:
+    """A read-only index directory. Open with :meth:`Index.open`; the manifest is checked first."""
+
+    def __init__(self, path: Path, manifest: dict[str, Any]) -> None:
+        self.path = path
+        self.manifest = manifest
+        self.docstore = DocStore(path / "docs.sqlite")
+        self.analyzer = LuceneEnglishAnalyzer(stem=manifest["analyzer"].get("stem") == "porter",
+                                              stop_words=frozenset(manifest["analyzer"]["stop_words"]))
+        self._retrievers: dict[tuple[float, float], bm25s.BM25] = {}
+        self._lock = Lock()
+
+    @classmethod
+    def open(cls, path: str | Path, verify_checksums: bool = True) -> Index:
+        path = Path(path)
+        return cls(path, read_manifest(path, verify_checksums))
+
+    @property
+    def num_docs(self) -> int:
+        return int(self.manifest["counts"]["docs"])
+
+    @property
+    def ignore_identical_ids(self) -> bool:
+        return bool(self.manifest.get("ignore_identical_ids", False))
+
+    @cached_property
+    def doc_ids(self) -> list[str]:
+        return self.docstore.doc_ids()
+
+    @cached_property
+    def doc_positions(self) -> dict[str, int]:
+        """Doc id -> row number in the sparse and dense arrays."""
+        return {doc_id: i for i, doc_id in enumerate(self.doc_ids)}
+
+    @cached_property
+    def sparse(self) -> SparseIndex:
+        return SparseIndex.load(self.path / "sparse")
+
+    def bm25_retriever(self, k1: float, b: float) -> bm25s.BM25:
+        key = (float(k1), float(b))
+        with self._lock:  # several service threads may ask for the same parameters at once
+            if key not in self._retrievers:
+                self._retrievers[key] = self.sparse.retriever(k1, b)
+            return self._retrievers[key]
+
+    def close(self) -> None:
+        self.docstore.close()

@@ -1,0 +1,86 @@
+"""``manifest.json``: what an index directory holds, with a checksum of every file."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from rankstack.errors import IndexCorruptError, IndexFormatError, IndexNotFoundError
+
+MANIFEST_NAME = "manifest.json"
+FORMAT_NAME = "rankstack-index"
+FORMAT_VERSION = 1
+
+
+def file_checksum(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_manifest(directory: Path, content: dict[str, Any]) -> dict[str, Any]:
+    """Checksum and fsync every file of ``directory``, then write the manifest last.
+
+    The manifest is the commit point of a build: a directory without one never loads.
+    """
+    files: dict[str, dict[str, Any]] = {}
+    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+        relative = path.relative_to(directory).as_posix()
+        if relative == MANIFEST_NAME:
+            continue
+        _fsync(path)
+        files[relative] = {"sha256": file_checksum(path), "bytes": path.stat().st_size}
+    manifest = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, **content, "files": files}
+    target = directory / MANIFEST_NAME
+    target.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    _fsync(target)
+    return manifest
+
+
+def read_manifest(directory: Path, verify_checksums: bool = True) -> dict[str, Any]:
+    """Load and check a manifest; every failure says what is wrong and what to do."""
+    if not directory.exists():
+        raise IndexNotFoundError(
+            f"no index at {directory}; build one with: rankstack index CORPUS -o {directory}")
+    if not directory.is_dir():
+        raise IndexNotFoundError(f"{directory} is a file, not an index directory")
+    path = directory / MANIFEST_NAME
+    if not path.is_file():
+        raise IndexCorruptError(
+            f"{directory} is not a rankstack index (no {MANIFEST_NAME}); an interrupted build leaves none. "
+            f"Rebuild it with: rankstack index CORPUS -o {directory} --overwrite")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise IndexCorruptError(f"{path} is not valid JSON ({error}); rebuild the index") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
+        raise IndexCorruptError(f"{path} is not a rankstack index manifest")
+    version = manifest.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise IndexFormatError(
+            f"{directory} was written in index format {version}, but this rankstack reads format "
+            f"{FORMAT_VERSION} and older; upgrade with: pip install -U rankstack")
+    for relative, expected in manifest.get("files", {}).items():
+        file = directory / relative
+        if not file.is_file():
+            raise IndexCorruptError(f"{file} is listed in the manifest but missing; rebuild the index")
+        if file.stat().st_size != expected["bytes"] or (
+            verify_checksums and file_checksum(file) != expected["sha256"]
+        ):
+            raise IndexCorruptError(
+                f"{file} does not match the checksum in {MANIFEST_NAME} (the file was changed or damaged); "
+                f"rebuild the index with: rankstack index CORPUS -o {directory} --overwrite")
+    return manifest

@@ -1,0 +1,169 @@
+"""The stage contract and its operators: ``stage >> stage`` chains, ``stage % k`` cuts to the top k.
+
+A stage takes queries (and, for rerankers, the run of the previous stage) and returns a Run. A
+pipeline is a flat list of stages; its canonical string round-trips through :func:`parse_pipeline`.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from rankstack.errors import PipelineError
+from rankstack.types import Query, Run, ScoredDoc
+
+
+@dataclass(frozen=True)
+class SearchContext:
+    """Settings that apply to a whole pipeline run rather than to one stage.
+
+    ``top_k`` is set by the pipeline when the next step is a cut-off, so a retriever fetches only
+    what survives it; ``ignore_identical_ids`` drops hits whose doc id equals the query id (BEIR).
+    """
+
+    top_k: int | None = None
+    ignore_identical_ids: bool = False
+
+
+DEFAULT_RETRIEVAL_DEPTH = 1000  # hits a retriever returns when no cut-off follows it (as PyTerrier)
+
+
+class Stage(ABC):
+    """Base of every stage. Subclasses set ``name``, implement ``transform`` and ``params``."""
+
+    name: ClassVar[str] = ""
+
+    @abstractmethod
+    def transform(self, queries: Sequence[Query], candidates: Run | None, context: SearchContext) -> Run:
+        """Return a run for ``queries``; rerankers score the docs of ``candidates``."""
+
+    def params(self) -> dict[str, Any]:
+        """The parameters shown in the canonical string, in a fixed order."""
+        return {}
+
+    def stage_label(self) -> str:
+        return format_stage(self.name, self.params())
+
+    def pipeline(self) -> Pipeline:
+        return Pipeline([self])
+
+    def __rshift__(self, other: Stage | Pipeline) -> Pipeline:
+        return self.pipeline() >> other
+
+    def __mod__(self, top_k: int) -> Pipeline:
+        return self.pipeline() % top_k
+
+    def __str__(self) -> str:
+        return str(self.pipeline())
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self}>"
+
+
+class Cutoff(Stage):
+    """Keep the ``top_k`` best documents of each query."""
+
+    name = "cutoff"
+
+    def __init__(self, top_k: int) -> None:
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+            raise PipelineError(f"a cut-off needs a positive whole number of documents, got {top_k!r}")
+        self.top_k = top_k
+
+    def params(self) -> dict[str, Any]:
+        return {"top_k": self.top_k}
+
+    def transform(self, queries: Sequence[Query], candidates: Run | None, context: SearchContext) -> Run:
+        if candidates is None:
+            raise PipelineError("a cut-off (% k) must follow a stage that produces results")
+        return candidates.cut(self.top_k)
+
+
+class Pipeline:
+    """A flat sequence of stages, run left to right."""
+
+    def __init__(self, stages: Sequence[Stage]) -> None:
+        flat: list[Stage] = []
+        for stage in stages:
+            flat.extend(stage.stages if isinstance(stage, Pipeline) else [stage])  # type: ignore[attr-defined]
+        if not flat:
+            raise PipelineError("a pipeline needs at least one stage")
+        if isinstance(flat[0], Cutoff):
+            raise PipelineError("a pipeline cannot start with a cut-off")
+        self.stages = flat
+
+    def __rshift__(self, other: Stage | Pipeline) -> Pipeline:
+        other_stages = other.stages if isinstance(other, Pipeline) else [other]
+        return Pipeline([*self.stages, *other_stages])
+
+    def __mod__(self, top_k: int) -> Pipeline:
+        return Pipeline([*self.stages, Cutoff(top_k)])
+
+    def __str__(self) -> str:
+        text = ""
+        for stage in self.stages:
+            if isinstance(stage, Cutoff):
+                text += f"%{stage.top_k}"
+            else:
+                text += (">>" if text else "") + stage.stage_label()
+        return text
+
+    def __repr__(self) -> str:
+        return f"<Pipeline {self}>"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Pipeline) and str(self) == str(other)
+
+    def __hash__(self) -> int:
+        return hash(str(self))
+
+    def pipeline(self) -> Pipeline:
+        return self
+
+    def transform(self, queries: Sequence[Query], candidates: Run | None = None,
+                  context: SearchContext | None = None) -> Run:
+        """Run every stage over all queries; ``Run.stage_seconds`` records each stage's wall time."""
+        context = context or SearchContext()
+        run = candidates
+        seconds: dict[str, float] = dict(candidates.stage_seconds) if candidates else {}
+        for position, stage in enumerate(self.stages):
+            following = self.stages[position + 1] if position + 1 < len(self.stages) else None
+            top_k = following.top_k if isinstance(following, Cutoff) else context.top_k
+            stage_context = SearchContext(top_k=top_k, ignore_identical_ids=context.ignore_identical_ids)
+            started = time.perf_counter()
+            run = stage.transform(queries, run, stage_context)
+            if not isinstance(stage, Cutoff):
+                label = stage.stage_label()
+                while label in seconds:  # the same stage twice in one pipeline keeps both timings
+                    label += "'"
+                seconds[label] = time.perf_counter() - started
+        assert run is not None
+        result = Run(run.results, seconds)
+        for query in queries:  # every query appears in the output, even with no hits
+            result.results.setdefault(query.query_id, [])
+        return result
+
+    def search(self, query: str, query_id: str = "q") -> list[ScoredDoc]:
+        return self.transform([Query(query_id, query)]).results[query_id]
+
+
+def format_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, (Stage, Pipeline)):
+        return str(value)
+    text = str(value)
+    if text and all(c.isalnum() or c in "-_./:@+" for c in text):
+        return text
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def format_stage(name: str, params: dict[str, Any], positional: Sequence[Any] = ()) -> str:
+    parts = [format_value(p) for p in positional]
+    parts += [f"{key}={format_value(value)}" for key, value in params.items()]
+    return f"{name}({','.join(parts)})" if parts else name

@@ -1,0 +1,90 @@
+"""BM25 retrieval (and BM25 re-scoring of earlier candidates) with Lucene-identical scores."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from bm25s.selection import topk
+
+from rankstack.errors import PipelineError
+from rankstack.stages.base import DEFAULT_RETRIEVAL_DEPTH, SearchContext, Stage
+from rankstack.stages.registry import coerce_params, register_stage
+from rankstack.types import Query, Run, ScoredDoc
+
+_DEFAULTS: dict[str, Any] = {"k1": 0.9, "b": 0.4}  # Pyserini's defaults
+
+
+class BM25(Stage):
+    """BM25 over an index's postings; as a later stage it re-scores the candidates it is given.
+
+    >>> # pipeline = BM25(index) % 100 >> reranker
+    """
+
+    name = "bm25"
+
+    def __init__(self, index: Any, k1: float = 0.9, b: float = 0.4) -> None:
+        if index is None:
+            raise PipelineError("bm25 needs an index; open one with rankstack.index.Index.open(PATH)")
+        if not (k1 >= 0 and 0 <= b <= 1):
+            raise PipelineError(f"bm25: need k1 >= 0 and 0 <= b <= 1, got k1={k1}, b={b}")
+        self.index = index
+        self.k1 = float(k1)
+        self.b = float(b)
+
+    def params(self) -> dict[str, Any]:
+        return {"k1": self.k1, "b": self.b}
+
+    def query_term_ids(self, text: str) -> list[int]:
+        vocab = self.index.sparse.vocab
+        return [vocab[t] for t in self.index.analyzer.analyze(text) if t in vocab]
+
+    def score_all(self, text: str) -> np.ndarray | None:
+        """Scores of every document for one query, or None when no query term is in the index."""
+        term_ids = self.query_term_ids(text)
+        if not term_ids:
+            return None
+        return self.index.bm25_retriever(self.k1, self.b).get_scores_from_ids(term_ids)
+
+    def transform(self, queries: Sequence[Query], candidates: Run | None, context: SearchContext) -> Run:
+        run = Run()
+        for query in queries:
+            if candidates is None:
+                hits = self._retrieve(query, context)
+            else:
+                hits = self._rescore(query, candidates.results.get(query.query_id, []))
+            run.set(query.query_id, hits)
+        return run
+
+    def _retrieve(self, query: Query, context: SearchContext) -> list[ScoredDoc]:
+        scores = self.score_all(query.text)
+        if scores is None:
+            return []
+        wanted = context.top_k or DEFAULT_RETRIEVAL_DEPTH
+        fetch = min(wanted + (1 if context.ignore_identical_ids else 0), len(scores))
+        top_scores, top_indices = topk(scores, fetch, backend="numpy", sorted=True)
+        doc_ids = self.index.doc_ids
+        hits = [ScoredDoc(query.query_id, doc_ids[i], float(s))
+                for s, i in zip(top_scores.tolist(), top_indices.tolist(), strict=True) if s > 0]
+        if context.ignore_identical_ids:
+            hits = [h for h in hits if h.doc_id != query.query_id]
+        return hits[:wanted]
+
+    def _rescore(self, query: Query, previous: list[ScoredDoc]) -> list[ScoredDoc]:
+        scores = self.score_all(query.text)
+        positions = self.index.doc_positions
+        result = []
+        for hit in previous:
+            position = positions.get(hit.doc_id)
+            score = 0.0 if scores is None or position is None else float(scores[position])
+            result.append(ScoredDoc(query.query_id, hit.doc_id, score))
+        return result
+
+
+@register_stage("bm25")
+def _make_bm25(index: Any, *positional: Any, **params: Any) -> BM25:
+    if positional:
+        raise PipelineError("bm25 takes only keyword parameters, e.g. bm25(k1=0.9,b=0.4)")
+    return BM25(index, **coerce_params("bm25", params, _DEFAULTS))

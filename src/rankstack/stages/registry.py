@@ -1,0 +1,72 @@
+"""Stage names known to the pipeline parser, and checking of their parameters.
+
+Third parties register their own stage with :func:`register_stage`; the factory receives the index
+the pipeline runs on, the positional arguments (sub-pipelines, for fusion) and the keyword arguments.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from rankstack.errors import PipelineError, UnknownStageError
+
+StageFactory = Callable[..., Any]
+_FACTORIES: dict[str, StageFactory] = {}
+
+
+def register_stage(name: str) -> Callable[[StageFactory], StageFactory]:
+    def decorator(factory: StageFactory) -> StageFactory:
+        _FACTORIES[name] = factory
+        return factory
+    return decorator
+
+
+def stage_names() -> list[str]:
+    _load_builtin_stages()
+    return sorted(_FACTORIES)
+
+
+def stage_factory(name: str) -> StageFactory:
+    _load_builtin_stages()
+    if name not in _FACTORIES:
+        raise UnknownStageError(f"unknown stage '{name}'; known stages: {', '.join(sorted(_FACTORIES))}")
+    return _FACTORIES[name]
+
+
+def _load_builtin_stages() -> None:
+    # Imported on first use, not at package import, so stages with heavy dependencies stay lazy.
+    from rankstack.stages import bm25  # noqa: F401
+
+
+def coerce_params(stage: str, given: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """Check keyword arguments against a stage's defaults: unknown keys and wrong types are refused."""
+    unknown = sorted(set(given) - set(defaults))
+    if unknown:
+        raise PipelineError(f"{stage}: unknown parameter {', '.join(unknown)}; "
+                            f"accepted: {', '.join(defaults) or 'none'}")
+    values = dict(defaults)
+    for key, raw in given.items():
+        values[key] = _coerce(stage, key, raw, defaults[key])
+    return values
+
+
+def _coerce(stage: str, key: str, raw: Any, default: Any) -> Any:
+    expected = type(default)
+    if isinstance(raw, expected) and not (expected is int and isinstance(raw, bool)):
+        return raw
+    text = str(raw)
+    try:
+        if expected is bool:
+            if text.lower() in ("true", "1", "yes"):
+                return True
+            if text.lower() in ("false", "0", "no"):
+                return False
+            raise ValueError(text)
+        if expected is int:
+            return int(text)
+        if expected is float:
+            return float(text)
+        return text
+    except ValueError:
+        raise PipelineError(f"{stage}: parameter {key} must be {expected.__name__}, got '{text}'") from None
