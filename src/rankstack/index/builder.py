@@ -42,12 +42,14 @@ def build_index(
     if output.exists() and not overwrite:
         raise RankstackError(f"{output} already exists; pass --overwrite to replace it")
     if isinstance(corpus, (str, Path)):
-        source = str(corpus)
+        source = str(Path(corpus).resolve())
+        fingerprint = corpus_fingerprint(corpus)
         records = iter_corpus(corpus)
         if ignore_identical_ids is None:
             ignore_identical_ids = is_beir_directory(corpus)
     else:
         source = "<python iterable>"
+        fingerprint = None
         records = ((doc, SourceLocation(source, i + 1)) for i, doc in enumerate(corpus))
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = output.parent / f".{output.name}.building-{uuid.uuid4().hex[:8]}"
@@ -60,6 +62,7 @@ def build_index(
             "created_by": f"rankstack {__version__}",
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "source": source,
+            "source_fingerprint": fingerprint,
             "fields": "title+text",
             "analyzer": analyzer.config(),
             "bm25": {"k1": 0.9, "b": 0.4},
@@ -72,6 +75,19 @@ def build_index(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return output
+
+
+def corpus_fingerprint(corpus: str | Path) -> dict[str, int]:
+    """Size and modification time of the corpus files, to tell whether a cached index is stale."""
+    path = Path(corpus)
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and "qrels" not in p.parts
+                       and p.name != "queries.jsonl")
+    else:
+        files = [path]
+    stats = [f.stat() for f in files]
+    return {"files": len(files), "bytes": sum(s.st_size for s in stats),
+            "mtime_ns": max((s.st_mtime_ns for s in stats), default=0)}
 
 
 def _write_contents(records: Iterable[tuple[Doc, SourceLocation]], staging: Path,

@@ -1,0 +1,49 @@
+"""Terminal output: data goes to stdout, progress and logs to stderr."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from rich.console import Console
+from rich.text import Text
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    SpinnerColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+stdout = Console(soft_wrap=True)
+if not stdout.is_terminal:
+    stdout = Console(soft_wrap=True, width=160)  # piped tables: do not squeeze them into 80 columns
+stderr = Console(stderr=True)
+
+
+class _RateColumn(ProgressColumn):
+    def __init__(self, unit: str) -> None:
+        super().__init__()
+        self.unit = unit
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text("" if speed is None else f"{speed:,.0f} {self.unit}/s", style="cyan")
+
+
+@contextmanager
+def progress_bar(description: str, total: int | None = None, unit: str = "docs") -> Iterator[Callable[[int], None]]:
+    """A rich progress bar on stderr; yields ``advance(n)``. Shows rate and ETA when the total is known."""
+    columns = [SpinnerColumn(), TextColumn("[bold]{task.description}")]
+    if total is not None:
+        columns += [BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
+    else:
+        columns += [TextColumn("{task.completed:,.0f} " + unit)]
+    columns += [_RateColumn(unit), TimeElapsedColumn()]
+    with Progress(*columns, console=stderr, transient=False, disable=not stderr.is_terminal) as progress:
+        task = progress.add_task(description, total=total)
+        yield lambda n: progress.advance(task, n)

@@ -1,0 +1,244 @@
+"""The ``rankstack`` command: thin commands over the library. Data on stdout, logs on stderr."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from rankstack import __version__
+from rankstack._console import progress_bar, stderr, stdout
+from rankstack.errors import EmptyInputError, RankstackError, exit_code_for
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Multi-stage text ranking: index, search, run and evaluate pipelines.")
+logger = logging.getLogger("rankstack")
+
+PipelineOption = Annotated[str, typer.Option("--pipeline", "-p", help="Pipeline string, e.g. 'bm25%100'.")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        stdout.print(f"rankstack {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True)] = False,
+          verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log details to stderr.")] = False) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")
+
+
+@app.command()
+def index(
+    corpus: Annotated[Path, typer.Argument(help="BEIR directory, .jsonl[.gz], .tsv, .csv or folder of .txt/.md")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Index directory to create.")],
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing index (atomically).")] = False,
+    ignore_identical_ids: Annotated[bool | None, typer.Option(
+        "--ignore-identical-ids/--keep-identical-ids",
+        help="Default for searches: drop hits whose doc id equals the query id (on for BEIR dirs).")] = None,
+) -> None:
+    """Build an index directory from a corpus."""
+    from rankstack.index import build_index
+
+    started = time.perf_counter()
+    with progress_bar(f"indexing {corpus.name}") as advance:
+        build_index(corpus, output, overwrite=overwrite, progress=advance,
+                    ignore_identical_ids=ignore_identical_ids)
+    manifest = json.loads((output / "manifest.json").read_text(encoding="utf-8"))
+    counts = manifest["counts"]
+    stderr.print(f"indexed {counts['docs']:,} documents ({counts['terms']:,} terms) into {output} "
+                 f"in {time.perf_counter() - started:.1f} s")
+
+
+def _open_pipeline(index_dir: Path, pipeline: str):  # noqa: ANN202 - returns (Index, Pipeline)
+    from rankstack.index import Index
+    from rankstack.stages import parse_pipeline
+
+    opened = Index.open(index_dir)
+    return opened, parse_pipeline(pipeline, opened)
+
+
+@app.command()
+def search(
+    index_dir: Annotated[Path, typer.Argument(help="Index directory.")],
+    query: Annotated[str, typer.Argument(help="Query text.")],
+    top_k: Annotated[int, typer.Option("-k", "--top-k", min=1, max=10000, help="Hits to show.")] = 10,
+    pipeline: PipelineOption = "bm25",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Search an index with one query."""
+    from rich.table import Table
+
+    from rankstack.stages import SearchContext
+    from rankstack.types import Query
+
+    if not query.strip():
+        raise EmptyInputError("the query is empty; give some words to search for")
+    opened, parsed = _open_pipeline(index_dir, pipeline)
+    run = (parsed % top_k).transform([Query("query", query)], context=SearchContext())
+    hits = run.results["query"]
+    docs = opened.docstore.get_many([h.doc_id for h in hits])
+    if as_json:
+        payload = {"query": query, "pipeline": str(parsed), "latency_ms": run.latency_ms(), "hits": [
+            {"rank": r, "doc_id": h.doc_id, "score": h.score, "title": docs[h.doc_id].title}
+            for r, h in enumerate(hits, start=1)]}
+        stdout.print_json(data=payload)
+        return
+    table = Table(title=f"{query!r} — {parsed}")
+    table.add_column("rank", justify="right")
+    table.add_column("score", justify="right")
+    table.add_column("doc id")
+    table.add_column("title / text")
+    for rank, hit in enumerate(hits, start=1):
+        doc = docs[hit.doc_id]
+        preview = doc.title or " ".join(doc.text.split()[:20])
+        table.add_row(str(rank), f"{hit.score:.4f}", hit.doc_id, preview[:100])
+    stdout.print(table)
+
+
+@app.command()
+def run(
+    index_dir: Annotated[Path, typer.Argument(help="Index directory.")],
+    queries: Annotated[Path, typer.Option("--queries", "-q", help="queries.jsonl or TSV (qid<TAB>text).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="TREC run file to write.")],
+    pipeline: PipelineOption = "bm25",
+    top_k: Annotated[int, typer.Option("-k", "--top-k", min=1, help="Hits per query.")] = 1000,
+    tag: Annotated[str, typer.Option(help="Run tag (last column).")] = "",
+    ignore_identical_ids: Annotated[bool | None, typer.Option(
+        "--ignore-identical-ids/--keep-identical-ids", help="Default: as recorded in the index.")] = None,
+) -> None:
+    """Run a pipeline over a query file and write a TREC run file."""
+    from rankstack.experiment import run_queries
+    from rankstack.io import read_queries, write_run
+    from rankstack.stages import SearchContext
+
+    opened, parsed = _open_pipeline(index_dir, pipeline)
+    query_list = read_queries(queries)
+    if not query_list:
+        raise EmptyInputError("no queries in the file", path=queries)
+    ignore = opened.ignore_identical_ids if ignore_identical_ids is None else ignore_identical_ids
+    context = SearchContext(ignore_identical_ids=ignore)
+    with progress_bar("searching", total=len(query_list), unit="queries") as advance:
+        result = run_queries(parsed % top_k, query_list, context, advance)
+    write_run(result, output, tag or str(parsed))
+    latency = ", ".join(f"{s} {ms:.2f} ms" for s, ms in result.latency_ms().items())
+    stderr.print(f"wrote {sum(len(h) for h in result.results.values()):,} hits for {len(query_list):,} "
+                 f"queries to {output} ({latency} per query)")
+
+
+@app.command("eval")
+def eval_(
+    dataset: Annotated[Path, typer.Argument(help="BEIR directory (corpus, queries.jsonl, qrels/).")],
+    pipelines: Annotated[list[str] | None, typer.Option("--pipeline", "-p", help="Pipeline; repeatable.")] = None,
+    runs: Annotated[list[Path] | None, typer.Option("--run", help="Existing TREC run file; repeatable.")] = None,
+    split: Annotated[str, typer.Option(help="Qrels split.")] = "test",
+    metrics: Annotated[str, typer.Option("--metrics", "-m", help="Comma-separated measures.")] = "nDCG@10,R@100",
+    baseline: Annotated[int, typer.Option(help="System number to test the others against.")] = 0,
+    relevance_threshold: Annotated[int | None, typer.Option(
+        "--relevance-threshold", help="Minimum grade counted relevant by binary measures (TREC DL: 2).")] = None,
+    index_dir: Annotated[Path | None, typer.Option("--index", help="Index to use or build (default: cache).")] = None,
+    top_k: Annotated[int, typer.Option("-k", "--top-k", min=1, help="Hits per query.")] = 1000,
+    ignore_identical_ids: Annotated[bool, typer.Option(
+        "--ignore-identical-ids/--keep-identical-ids", help="Drop hits whose doc id equals the query id.")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Evaluate pipelines (and/or run files) on a test collection, with significance tests."""
+    from rankstack.evaluate.measures import parse_measures
+    from rankstack.evaluate.table import experiment_table
+    from rankstack.experiment import compare_systems, judged_queries, run_queries
+    from rankstack.index.cache import open_or_build
+    from rankstack.io import BeirDataset, read_run
+    from rankstack.stages import SearchContext, parse_pipeline
+
+    parse_measures(metrics)  # fail on a bad measure before any expensive work
+    if not pipelines and not runs:
+        pipelines = ["bm25"]
+    collection = BeirDataset.open(dataset)
+    qrels = collection.qrels(split)
+    named_runs = []
+    warnings: list[str] = []
+    if pipelines:
+        queries, qrels, warnings = judged_queries(collection.queries(), qrels, collection.qrels_path(split))
+        for warning in warnings:
+            stderr.print(f"[yellow]warning:[/] {warning}")
+        with progress_bar(f"indexing {collection.name}") as advance:
+            opened, built = open_or_build(collection.root, index_dir, advance)
+        stderr.print(f"{'built' if built else 'reusing'} index {opened.path}")
+        parsed = [parse_pipeline(p, opened) for p in pipelines]  # parse all before running any
+        context = SearchContext(ignore_identical_ids=ignore_identical_ids)
+        for pipeline in parsed:
+            with progress_bar(str(pipeline), total=len(queries), unit="queries") as advance:
+                named_runs.append((str(pipeline), run_queries(pipeline % top_k, queries, context, advance)))
+    for run_path in runs or []:
+        named_runs.append((str(run_path), read_run(run_path)))
+    if baseline < 0 or baseline >= len(named_runs):
+        raise RankstackError(f"--baseline {baseline} is not a system number (0..{len(named_runs) - 1})")
+    result = compare_systems(named_runs, qrels, metrics.split(","), baseline, relevance_threshold)
+    result.warnings.extend(warnings)
+    if as_json:
+        stdout.print_json(data={"dataset": str(dataset), "split": split, **result.to_json()})
+    else:
+        stdout.print(experiment_table(result, f"{collection.name} ({split})"))
+
+
+@app.command()
+def demo(
+    serve: Annotated[bool, typer.Option("--serve/--no-serve", help="Serve the web page (needs the service).")] = False,
+    top_k: Annotated[int, typer.Option("-k", "--top-k", min=1, max=50)] = 5,
+) -> None:
+    """Search the documentation shipped with this Python interpreter (no download, no data needed)."""
+    from rich.table import Table
+
+    from rankstack.demo import EXAMPLE_QUERIES, python_docs_corpus, stdlib_path
+    from rankstack.index import Index, build_index
+    from rankstack.index.cache import cache_root
+    from rankstack.stages import BM25, SearchContext
+    from rankstack.types import Query
+
+    if serve:
+        stderr.print("[yellow]the web page is not available yet; printing results instead[/]")
+    index_path = cache_root() / "demo" / f"python-{sys.version_info.major}.{sys.version_info.minor}-docs"
+    try:
+        opened = Index.open(index_path)
+    except RankstackError:
+        with progress_bar(f"indexing the Python {sys.version.split()[0]} docs in {stdlib_path()}") as advance:
+            build_index(python_docs_corpus(), index_path, overwrite=True, progress=advance)
+        opened = Index.open(index_path)
+    stderr.print(f"{opened.num_docs:,} documents from the Python documentation in {opened.path}")
+    pipeline = BM25(opened) % top_k
+    queries = [Query(str(i), text) for i, text in enumerate(EXAMPLE_QUERIES, start=1)]
+    run_ = pipeline.transform(queries, context=SearchContext())
+    for query in queries:
+        hits = run_.results[query.query_id]
+        docs = opened.docstore.get_many([h.doc_id for h in hits])
+        table = Table(title=f"{query.text!r}", title_justify="left")
+        table.add_column("rank", justify="right")
+        table.add_column("score", justify="right")
+        table.add_column("document")
+        table.add_column("text")
+        for rank, hit in enumerate(hits, start=1):
+            text = " ".join(docs[hit.doc_id].text.split())
+            table.add_row(str(rank), f"{hit.score:.2f}", docs[hit.doc_id].title, text[:90])
+        stdout.print(table)
+
+
+def main() -> None:
+    try:
+        app()
+    except RankstackError as error:
+        stderr.print(f"[bold red]error:[/] {error}", highlight=False, markup=True)
+        sys.exit(exit_code_for(error))
+    except KeyboardInterrupt:
+        stderr.print("interrupted; nothing half-written was kept")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
