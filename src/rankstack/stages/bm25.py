@@ -64,10 +64,15 @@ class BM25(Stage):
             return []
         wanted = context.top_k or DEFAULT_RETRIEVAL_DEPTH
         fetch = min(wanted + (1 if context.ignore_identical_ids else 0), len(scores))
-        top_scores, top_indices = topk(scores, fetch, backend="numpy", sorted=True)
+        top_scores, _ = topk(scores, fetch, backend="numpy", sorted=True)
+        # Take every document tied with the last one selected, so that the final order (score, then
+        # doc id) does not depend on which of several tied documents the partial sort picked.
+        threshold = max(float(top_scores[-1]), np.finfo(np.float32).tiny)
+        selected = np.flatnonzero(scores >= threshold)
         doc_ids = self.index.doc_ids
-        hits = [ScoredDoc(query.query_id, doc_ids[i], float(s))
-                for s, i in zip(top_scores.tolist(), top_indices.tolist(), strict=True) if s > 0]
+        hits = sorted((ScoredDoc(query.query_id, doc_ids[i], float(s))
+                       for i, s in zip(selected.tolist(), scores[selected].tolist(), strict=True)),
+                      key=lambda h: (-h.score, h.doc_id))
         if context.ignore_identical_ids:
             hits = [h for h in hits if h.doc_id != query.query_id]
         return hits[:wanted]

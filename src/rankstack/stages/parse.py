@@ -123,7 +123,7 @@ class _Parser:
     def arguments(self, positional: list[Pipeline], keywords: dict[str, str]) -> None:
         while True:
             token = self.peek()
-            following = self.tokens[self.position + 1]
+            following = self.tokens[min(self.position + 1, len(self.tokens) - 1)]
             if token.kind == "word" and following.kind == "op" and following.text == "=":
                 self.take()
                 self.take()
