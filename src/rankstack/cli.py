@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from rankstack import __version__
 from rankstack._console import progress_bar, stderr, stdout
@@ -233,7 +234,7 @@ def main() -> None:
     try:
         app()
     except RankstackError as error:
-        stderr.print(f"[bold red]error:[/] {error}", highlight=False, markup=True)
+        stderr.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
         sys.exit(exit_code_for(error))
     except KeyboardInterrupt:
         stderr.print("interrupted; nothing half-written was kept")

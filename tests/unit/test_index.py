@@ -5,7 +5,13 @@ from pathlib import Path
 
 import pytest
 
-from rankstack.errors import DuplicateIdError, EmptyInputError, IndexCorruptError, IndexFormatError, IndexNotFoundError
+from rankstack.errors import (
+    DuplicateIdError,
+    EmptyInputError,
+    IndexCorruptError,
+    IndexFormatError,
+    IndexNotFoundError,
+)
 from rankstack.index import Index, build_index
 from rankstack.types import Doc
 

@@ -85,15 +85,18 @@ class Cutoff(Stage):
 class Pipeline:
     """A flat sequence of stages, run left to right."""
 
-    def __init__(self, stages: Sequence[Stage]) -> None:
+    def __init__(self, stages: Sequence[Stage | Pipeline]) -> None:
         flat: list[Stage] = []
         for stage in stages:
-            flat.extend(stage.stages if isinstance(stage, Pipeline) else [stage])  # type: ignore[attr-defined]
+            if isinstance(stage, Pipeline):
+                flat.extend(stage.stages)
+            else:
+                flat.append(stage)
         if not flat:
             raise PipelineError("a pipeline needs at least one stage")
         if isinstance(flat[0], Cutoff):
             raise PipelineError("a pipeline cannot start with a cut-off")
-        self.stages = flat
+        self.stages: list[Stage] = flat
 
     def __rshift__(self, other: Stage | Pipeline) -> Pipeline:
         other_stages = other.stages if isinstance(other, Pipeline) else [other]
