@@ -5,8 +5,11 @@ Field names follow ir_measures / ir_datasets (``query_id``, ``doc_id``, ``releva
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import overload
+
+import numpy as np
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,16 +46,69 @@ class Qrel:
     relevance: int
 
 
+class Hits(Sequence[ScoredDoc]):
+    """One query's ranked documents, stored as arrays; :class:`ScoredDoc` objects are made on access.
+
+    A first stage returns about a thousand hits per query; building a Python object for each costs
+    more than the retrieval itself, so rankings stay compact until someone reads them one by one.
+    """
+
+    __slots__ = ("query_id", "doc_ids", "scores")
+
+    def __init__(self, query_id: str, doc_ids: Sequence[str] | np.ndarray, scores: Sequence[float] | np.ndarray
+                 ) -> None:
+        self.query_id = query_id
+        self.doc_ids = doc_ids
+        self.scores = scores
+
+    @classmethod
+    def sorted_from(cls, query_id: str, hits: Iterable[ScoredDoc]) -> Hits:
+        ordered = sorted(hits, key=lambda h: (-h.score, h.doc_id))
+        return cls(query_id, [h.doc_id for h in ordered], np.array([h.score for h in ordered], dtype=np.float64))
+
+    def __len__(self) -> int:
+        return len(self.doc_ids)
+
+    @overload
+    def __getitem__(self, position: int) -> ScoredDoc: ...
+
+    @overload
+    def __getitem__(self, position: slice) -> Hits: ...
+
+    def __getitem__(self, position: int | slice) -> ScoredDoc | Hits:
+        if isinstance(position, slice):
+            return Hits(self.query_id, self.doc_ids[position], self.scores[position])
+        return ScoredDoc(self.query_id, str(self.doc_ids[position]), float(self.scores[position]))
+
+    def __iter__(self) -> Iterator[ScoredDoc]:
+        query_id = self.query_id
+        for doc_id, score in zip(self.doc_ids, np.asarray(self.scores).tolist(), strict=True):
+            yield ScoredDoc(query_id, str(doc_id), score)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Sequence) and not isinstance(other, str):
+            return list(self) == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # mutable-looking sequence, like list
+
+    def __repr__(self) -> str:
+        return f"Hits({self.query_id!r}, {len(self)} docs)"
+
+    def to_dict(self) -> dict[str, float]:
+        return dict(zip(map(str, self.doc_ids), np.asarray(self.scores).tolist(), strict=True))
+
+
 @dataclass
 class Run:
     """Ranked lists per query, plus the wall time each stage spent producing them.
 
-    ``results[query_id]`` is a list of :class:`ScoredDoc` sorted by descending score; ties keep
-    a stable order (doc id ascending) so that runs are reproducible byte for byte.
-    ``stage_seconds`` maps a stage label to its total wall time over ``len(results)`` queries.
+    ``results[query_id]`` is a :class:`Hits` sequence sorted by descending score; ties are ordered
+    by doc id so that runs are reproducible byte for byte. ``stage_seconds`` maps a stage label to
+    its total wall time over ``len(results)`` queries.
     """
 
-    results: dict[str, list[ScoredDoc]] = field(default_factory=dict)
+    results: dict[str, Hits] = field(default_factory=dict)
     stage_seconds: dict[str, float] = field(default_factory=dict)
 
     @classmethod
@@ -63,9 +119,14 @@ class Run:
         return run
 
     def set(self, query_id: str, hits: Iterable[ScoredDoc]) -> None:
-        self.results[query_id] = sorted(hits, key=lambda h: (-h.score, h.doc_id))
+        """Store hits in any order; they are sorted by (score descending, doc id)."""
+        self.results[query_id] = Hits.sorted_from(query_id, hits)
 
-    def __getitem__(self, query_id: str) -> list[ScoredDoc]:
+    def set_sorted(self, query_id: str, doc_ids: Sequence[str] | np.ndarray, scores: np.ndarray) -> None:
+        """Store hits that the caller has already sorted by (score descending, doc id)."""
+        self.results[query_id] = Hits(query_id, doc_ids, scores)
+
+    def __getitem__(self, query_id: str) -> Hits:
         return self.results[query_id]
 
     def __contains__(self, query_id: object) -> bool:
@@ -83,7 +144,7 @@ class Run:
         return list(self.results)
 
     def to_dict(self) -> dict[str, dict[str, float]]:
-        return {q: {h.doc_id: h.score for h in hits} for q, hits in self.results.items()}
+        return {q: hits.to_dict() for q, hits in self.results.items()}
 
     def cut(self, top_k: int) -> Run:
         return Run({q: hits[:top_k] for q, hits in self.results.items()}, dict(self.stage_seconds))

@@ -8,6 +8,7 @@ from threading import Lock
 from typing import Any
 
 import bm25s
+import numpy as np
 
 from rankstack.index.docstore import DocStore
 from rankstack.index.manifest import read_manifest
@@ -43,6 +44,18 @@ class Index:
     @cached_property
     def doc_ids(self) -> list[str]:
         return self.docstore.doc_ids()
+
+    @cached_property
+    def doc_id_array(self) -> np.ndarray:
+        """Doc ids as a numpy object array, for fancy indexing by row number."""
+        return np.array(self.doc_ids, dtype=object)
+
+    @cached_property
+    def doc_id_ranks(self) -> np.ndarray:
+        """Rank of each row's doc id in sorted order: the tie-breaker of every ranking."""
+        ranks = np.empty(len(self.doc_ids), dtype=np.int64)
+        ranks[np.argsort(self.doc_id_array)] = np.arange(len(self.doc_ids))
+        return ranks
 
     @cached_property
     def doc_positions(self) -> dict[str, int]:

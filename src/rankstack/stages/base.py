@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from rankstack.errors import PipelineError
-from rankstack.types import Query, Run, ScoredDoc
+from rankstack.types import Hits, Query, Run
 
 
 @dataclass(frozen=True)
@@ -146,10 +146,11 @@ class Pipeline:
         assert run is not None
         result = Run(run.results, seconds)
         for query in queries:  # every query appears in the output, even with no hits
-            result.results.setdefault(query.query_id, [])
+            if query.query_id not in result.results:
+                result.set(query.query_id, [])
         return result
 
-    def search(self, query: str, query_id: str = "q") -> list[ScoredDoc]:
+    def search(self, query: str, query_id: str = "q") -> Hits:
         return self.transform([Query(query_id, query)]).results[query_id]
 
 

@@ -6,14 +6,25 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from bm25s.selection import topk
 
 from rankstack.errors import PipelineError
 from rankstack.stages.base import DEFAULT_RETRIEVAL_DEPTH, SearchContext, Stage
 from rankstack.stages.registry import coerce_params, register_stage
 from rankstack.types import Query, Run, ScoredDoc
 
+_MIN_SCORE = float(np.finfo(np.float32).tiny)  # a document matching no query term scores 0: never a hit
+_NO_DOC_IDS = np.array([], dtype=object)
+_NO_SCORES = np.array([], dtype=np.float32)
 _DEFAULTS: dict[str, Any] = {"k1": 0.9, "b": 0.4}  # Pyserini's defaults
+
+
+def _descending_score_then_rank(scores: np.ndarray, ranks: np.ndarray) -> np.ndarray:
+    """One int64 sort key for (score descending, doc-id rank ascending); 3x faster than lexsort.
+
+    The bits of a positive float32 order like the float itself, so they fill the high 32 bits.
+    """
+    bits = scores.astype(np.float32).view(np.int32).astype(np.int64)
+    return ((np.int64(2**31) - bits) << 32) | ranks
 
 
 class BM25(Stage):
@@ -51,32 +62,34 @@ class BM25(Stage):
         run = Run()
         for query in queries:
             if candidates is None:
-                hits = self._retrieve(query, context)
+                doc_ids, scores = self._retrieve(query, context)
+                run.set_sorted(query.query_id, doc_ids, scores)
             else:
-                hits = self._rescore(query, candidates.results.get(query.query_id, []))
-            run.set(query.query_id, hits)
+                run.set(query.query_id, self._rescore(query, candidates.results.get(query.query_id, [])))
         return run
 
-    def _retrieve(self, query: Query, context: SearchContext) -> list[ScoredDoc]:
+    def _retrieve(self, query: Query, context: SearchContext) -> tuple[np.ndarray, np.ndarray]:
         scores = self.score_all(query.text)
         if scores is None:
-            return []
+            return _NO_DOC_IDS, _NO_SCORES
         wanted = context.top_k or DEFAULT_RETRIEVAL_DEPTH
         fetch = min(wanted + (1 if context.ignore_identical_ids else 0), len(scores))
-        top_scores, _ = topk(scores, fetch, backend="numpy", sorted=True)
-        # Take every document tied with the last one selected, so that the final order (score, then
-        # doc id) does not depend on which of several tied documents the partial sort picked.
-        threshold = max(float(top_scores[-1]), np.finfo(np.float32).tiny)
+        # Take every document scoring at least the fetch-th best score (ties included), then order by
+        # (score desc, doc id), so the result does not depend on how a partial sort splits ties.
+        threshold = _MIN_SCORE
+        if fetch < len(scores):
+            threshold = max(float(np.partition(scores, len(scores) - fetch)[len(scores) - fetch]), _MIN_SCORE)
         selected = np.flatnonzero(scores >= threshold)
-        doc_ids = self.index.doc_ids
-        hits = sorted((ScoredDoc(query.query_id, doc_ids[i], float(s))
-                       for i, s in zip(selected.tolist(), scores[selected].tolist(), strict=True)),
-                      key=lambda h: (-h.score, h.doc_id))
+        selected_scores = scores[selected]
+        order = np.argsort(_descending_score_then_rank(selected_scores, self.index.doc_id_ranks[selected]))
+        selected, selected_scores = selected[order], selected_scores[order]
+        doc_ids = self.index.doc_id_array[selected]
         if context.ignore_identical_ids:
-            hits = [h for h in hits if h.doc_id != query.query_id]
-        return hits[:wanted]
+            keep = doc_ids != query.query_id
+            doc_ids, selected_scores = doc_ids[keep], selected_scores[keep]
+        return doc_ids[:wanted], selected_scores[:wanted]
 
-    def _rescore(self, query: Query, previous: list[ScoredDoc]) -> list[ScoredDoc]:
+    def _rescore(self, query: Query, previous: Sequence[ScoredDoc]) -> list[ScoredDoc]:
         scores = self.score_all(query.text)
         positions = self.index.doc_positions
         result = []

@@ -31,7 +31,7 @@ _TOKEN_PATTERN = re.compile(
     rf"|{_WORD_CHAR}+(?:(?:(?<={_LETTER})[.:'\u2019](?={_LETTER})|(?<=\d)[.,;'\u2019](?=\d)){_WORD_CHAR}+)*"
 )
 _MAX_TOKEN_LENGTH = 255  # StandardTokenizer's default maxTokenLength
-_POSSESSIVE_SUFFIXES = ("'s", "'S", "\u2019s", "\u2019S", "\uff07s", "\uff07S")
+_POSSESSIVE_SUFFIXES = ("'s", "\u2019s", "\uff07s")  # matched after lower-casing
 
 
 class Analyzer(Protocol):
@@ -58,23 +58,17 @@ class LuceneEnglishAnalyzer:
 
     def tokenize(self, text: str) -> list[str]:
         """StandardTokenizer + EnglishPossessiveFilter + LowerCaseFilter + StopFilter."""
-        terms: list[str] = []
+        # Lower-casing before splitting gives the same tokens (the word-break rules ignore case) and
+        # lets one C-level call replace a per-token Python call.
+        tokens = _TOKEN_PATTERN.findall(text.lower())
+        if tokens and max(map(len, tokens)) > _MAX_TOKEN_LENGTH:
+            # Lucene splits over-long tokens at maxTokenLength rather than dropping them.
+            tokens = [t[i:i + _MAX_TOKEN_LENGTH] for t in tokens for i in range(0, len(t), _MAX_TOKEN_LENGTH)]
         stop_words = self.stop_words
-        for token in _TOKEN_PATTERN.findall(text):
-            if len(token) > _MAX_TOKEN_LENGTH:
-                # Lucene splits over-long tokens at maxTokenLength rather than dropping them.
-                pieces = [token[i:i + _MAX_TOKEN_LENGTH] for i in range(0, len(token), _MAX_TOKEN_LENGTH)]
-            else:
-                pieces = [token]
-            for piece in pieces:
-                if piece.endswith(_POSSESSIVE_SUFFIXES):
-                    piece = piece[:-2]
-                    if not piece:
-                        continue
-                piece = piece.lower()
-                if piece not in stop_words:
-                    terms.append(piece)
-        return terms
+        return [
+            term for term in (t[:-2] if t.endswith(_POSSESSIVE_SUFFIXES) else t for t in tokens)
+            if term and term not in stop_words
+        ]
 
     def analyze(self, text: str) -> list[str]:
         terms = self.tokenize(text)
