@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from rankstack.errors import PipelineError
+from rankstack.stages._ranking import top_rows
 from rankstack.stages.base import DEFAULT_RETRIEVAL_DEPTH, SearchContext, Stage
 from rankstack.stages.registry import coerce_params, register_stage
 from rankstack.types import Query, Run, ScoredDoc
@@ -16,15 +17,6 @@ _MIN_SCORE = float(np.finfo(np.float32).tiny)  # a document matching no query te
 _NO_DOC_IDS = np.array([], dtype=object)
 _NO_SCORES = np.array([], dtype=np.float32)
 _DEFAULTS: dict[str, Any] = {"k1": 0.9, "b": 0.4}  # Pyserini's defaults
-
-
-def _descending_score_then_rank(scores: np.ndarray, ranks: np.ndarray) -> np.ndarray:
-    """One int64 sort key for (score descending, doc-id rank ascending); 3x faster than lexsort.
-
-    The bits of a positive float32 order like the float itself, so they fill the high 32 bits.
-    """
-    bits = scores.astype(np.float32).view(np.int32).astype(np.int64)
-    return ((np.int64(2**31) - bits) << 32) | ranks
 
 
 class BM25(Stage):
@@ -74,15 +66,8 @@ class BM25(Stage):
             return _NO_DOC_IDS, _NO_SCORES
         wanted = context.top_k or DEFAULT_RETRIEVAL_DEPTH
         fetch = min(wanted + (1 if context.ignore_identical_ids else 0), len(scores))
-        # Take every document scoring at least the fetch-th best score (ties included), then order by
-        # (score desc, doc id), so the result does not depend on how a partial sort splits ties.
-        threshold = _MIN_SCORE
-        if fetch < len(scores):
-            threshold = max(float(np.partition(scores, len(scores) - fetch)[len(scores) - fetch]), _MIN_SCORE)
-        selected = np.flatnonzero(scores >= threshold)
+        selected = top_rows(scores, fetch, self.index.doc_id_ranks, minimum=_MIN_SCORE)
         selected_scores = scores[selected]
-        order = np.argsort(_descending_score_then_rank(selected_scores, self.index.doc_id_ranks[selected]))
-        selected, selected_scores = selected[order], selected_scores[order]
         doc_ids = self.index.doc_id_array[selected]
         if context.ignore_identical_ids:
             keep = doc_ids != query.query_id

@@ -1,0 +1,1 @@
+"""Loading transformer models (a local path or a Hugging Face id) and fast inference backends."""
