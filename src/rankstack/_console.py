@@ -47,3 +47,28 @@ def progress_bar(description: str, total: int | None = None, unit: str = "docs")
     with Progress(*columns, console=stderr, transient=False, disable=not stderr.is_terminal) as progress:
         task = progress.add_task(description, total=total)
         yield lambda n: progress.advance(task, n)
+
+
+class ProgressBars:
+    """One live display for several bars; ``bars(description, total)`` returns ``advance(n)``.
+
+    Used where the library asks for progress itself (stages preparing an index, for instance).
+    """
+
+    def __init__(self) -> None:
+        self._progress = Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(),
+                                  MofNCompleteColumn(), _RateColumn("docs"), TimeRemainingColumn(),
+                                  console=stderr, disable=not stderr.is_terminal)
+
+    def __enter__(self) -> ProgressBars:
+        self._progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.__exit__(*exc)  # type: ignore[arg-type]
+
+    def __call__(self, description: str, total: int) -> Callable[[int], None]:
+        task = self._progress.add_task(description, total=total)
+        if not stderr.is_terminal:
+            stderr.print(f"{description} ...")
+        return lambda n: self._progress.advance(task, n)

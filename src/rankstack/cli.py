@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import time
@@ -13,7 +12,7 @@ import typer
 from rich.markup import escape
 
 from rankstack import __version__
-from rankstack._console import progress_bar, stderr, stdout
+from rankstack._console import ProgressBars, progress_bar, stderr, stdout
 from rankstack.errors import EmptyInputError, RankstackError, exit_code_for
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -44,18 +43,37 @@ def index(
     ignore_identical_ids: Annotated[bool | None, typer.Option(
         "--ignore-identical-ids/--keep-identical-ids",
         help="Default for searches: drop hits whose doc id equals the query id (on for BEIR dirs).")] = None,
+    dense: Annotated[bool, typer.Option("--dense", help="Also encode dense vectors (resumable).")] = False,
+    model: Annotated[str, typer.Option(help="Bi-encoder for --dense: local path or Hugging Face id.")] = "default",
+    precision: Annotated[str, typer.Option(help="auto, fp32, bf16 or int8 (encoding speed vs exactness).")] = "auto",
+    storage: Annotated[str, typer.Option(help="Vector storage on disk: float32, float16 or int8.")] = "float32",
+    hnsw: Annotated[bool, typer.Option("--hnsw", help="Also build and store an HNSW graph.")] = False,
+    hnsw_m: Annotated[int, typer.Option(help="HNSW M (links per node).")] = 32,
+    hnsw_ef_construction: Annotated[int, typer.Option(help="HNSW efConstruction.")] = 200,
 ) -> None:
-    """Build an index directory from a corpus."""
-    from rankstack.index import build_index
+    """Build an index directory from a corpus; --dense adds vectors (to an existing index too)."""
+    from rankstack.index import Index, build_index
 
     started = time.perf_counter()
-    with progress_bar(f"indexing {corpus.name}") as advance:
-        build_index(corpus, output, overwrite=overwrite, progress=advance,
-                    ignore_identical_ids=ignore_identical_ids)
-    manifest = json.loads((output / "manifest.json").read_text(encoding="utf-8"))
-    counts = manifest["counts"]
-    stderr.print(f"indexed {counts['docs']:,} documents ({counts['terms']:,} terms) into {output} "
-                 f"in {time.perf_counter() - started:.1f} s")
+    if not (dense and output.exists() and not overwrite):
+        with progress_bar(f"indexing {corpus.name}") as advance:
+            build_index(corpus, output, overwrite=overwrite, progress=advance,
+                        ignore_identical_ids=ignore_identical_ids)
+    opened = Index.open(output)
+    counts = opened.manifest["counts"]
+    stderr.print(f"index {output}: {counts['docs']:,} documents, {counts['terms']:,} terms "
+                 f"({time.perf_counter() - started:.1f} s)")
+    if dense:
+        from rankstack.index.dense import HnswParams, build_dense
+        from rankstack.models.encoder import load_encoder
+
+        encoder = load_encoder(model, precision)
+        started = time.perf_counter()
+        with progress_bar(f"encoding with {encoder.model_id} ({encoder.precision})", total=opened.num_docs) as adv:
+            build_dense(opened, encoder, storage, HnswParams(hnsw_m, hnsw_ef_construction) if hnsw else None,
+                        progress=adv)
+        stderr.print(f"added {opened.num_docs:,} {encoder.dimension}-d vectors ({storage}) in "
+                     f"{time.perf_counter() - started:.1f} s")
 
 
 def _open_pipeline(index_dir: Path, pipeline: str):  # noqa: ANN202 - returns (Index, Pipeline)
@@ -173,6 +191,9 @@ def eval_(
             opened, built = open_or_build(collection.root, index_dir, advance)
         stderr.print(f"{'built' if built else 'reusing'} index {opened.path}")
         parsed = [parse_pipeline(p, opened) for p in pipelines]  # parse all before running any
+        with ProgressBars() as bars:
+            for pipeline in parsed:
+                pipeline.prepare(bars)
         context = SearchContext(ignore_identical_ids=ignore_identical_ids)
         for pipeline in parsed:
             with progress_bar(str(pipeline), total=len(queries), unit="queries") as advance:

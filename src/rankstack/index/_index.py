@@ -10,6 +10,7 @@ from typing import Any
 import bm25s
 import numpy as np
 
+from rankstack.index.dense import DenseVectors
 from rankstack.index.docstore import DocStore
 from rankstack.index.manifest import read_manifest
 from rankstack.index.sparse import SparseIndex
@@ -26,6 +27,7 @@ class Index:
         self.analyzer = LuceneEnglishAnalyzer(stem=manifest["analyzer"].get("stem") == "porter",
                                               stop_words=frozenset(manifest["analyzer"]["stop_words"]))
         self._retrievers: dict[tuple[float, float], bm25s.BM25] = {}
+        self._dense: dict[str, DenseVectors] = {}
         self._lock = Lock()
 
     @classmethod
@@ -72,6 +74,31 @@ class Index:
             if key not in self._retrievers:
                 self._retrievers[key] = self.sparse.retriever(k1, b)
             return self._retrievers[key]
+
+    def dense_keys(self) -> list[str]:
+        return sorted(self.manifest.get("dense", {}))
+
+    def dense_vectors(self, model_id: str, precision: str | None = None, exact: bool = False
+                      ) -> DenseVectors | None:
+        """Stored vectors of ``model_id``: those encoded at ``precision`` if present, else (unless
+        ``exact``) those of another precision of the same model; None when there are none."""
+        entries = self.manifest.get("dense", {})
+        key = f"{model_id}@{precision}"
+        if key not in entries:
+            if exact:
+                return None
+            key = next((k for k, e in sorted(entries.items()) if e.get("model") == model_id), "")
+            if not key:
+                return None
+        with self._lock:
+            if key not in self._dense:
+                self._dense[key] = DenseVectors(self.path / entries[key]["dir"])
+            return self._dense[key]
+
+    def reload_manifest(self) -> None:
+        """Pick up parts added to the directory (dense vectors) since the index was opened."""
+        self.manifest = read_manifest(self.path, verify_checksums=False)
+        self._dense.clear()
 
     def close(self) -> None:
         self.docstore.close()

@@ -101,5 +101,11 @@ class DocStore:
                 found[row[0]] = Doc(*row)
         return found
 
+    def range(self, start: int, stop: int) -> list[Doc]:
+        """Documents with internal numbers start..stop-1, in order."""
+        rows = self._connection.execute(
+            "SELECT doc_id, text, title FROM docs WHERE idx >= ? AND idx < ? ORDER BY idx", (start, stop))
+        return [Doc(*row) for row in rows]
+
     def close(self) -> None:
         self._connection.close()

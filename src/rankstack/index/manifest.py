@@ -84,3 +84,23 @@ def read_manifest(directory: Path, verify_checksums: bool = True) -> dict[str, A
                 f"{file} does not match the checksum in {MANIFEST_NAME} (the file was changed or damaged); "
                 f"rebuild the index with: rankstack index CORPUS -o {directory} --overwrite")
     return manifest
+
+
+def update_manifest(directory: Path, prefix: str, section: tuple[str, str], section_value: dict[str, Any]) -> None:
+    """Replace the manifest's entries for files under ``prefix`` and one named section, atomically.
+
+    Files elsewhere keep their recorded checksums, so adding vectors does not re-hash the corpus.
+    """
+    path = directory / MANIFEST_NAME
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    files = {name: entry for name, entry in manifest["files"].items() if not name.startswith(prefix)}
+    for file in sorted(p for p in (directory / prefix).rglob("*") if p.is_file()):
+        _fsync(file)
+        files[file.relative_to(directory).as_posix()] = {"sha256": file_checksum(file), "bytes": file.stat().st_size}
+    manifest["files"] = files
+    key, name = section
+    manifest.setdefault(key, {})[name] = section_value
+    temporary = directory / (MANIFEST_NAME + ".tmp")
+    temporary.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    _fsync(temporary)
+    os.replace(temporary, path)

@@ -74,6 +74,7 @@ class BiEncoder:
         self.query_prefix = query_prefix
         self.doc_prefix = doc_prefix
         location = resolve_model_location(model)
+        require("transformers", "dense", "Dense retrieval").utils.logging.disable_progress_bar()
         try:
             self._model = sentence_transformers.SentenceTransformer(location, device=device or "cpu")
         except Exception as error:  # noqa: BLE001 - any loader failure becomes one clear message
@@ -82,7 +83,9 @@ class BiEncoder:
         if self.precision == "int8":
             self._model = torch.ao.quantization.quantize_dynamic(self._model, {torch.nn.Linear}, dtype=torch.qint8)
         self._torch = torch
-        dimension = self._model.get_sentence_embedding_dimension()
+        dimension_of = getattr(self._model, "get_embedding_dimension", None) or \
+            self._model.get_sentence_embedding_dimension
+        dimension = dimension_of()
         if not dimension:
             raise RankstackError(f"model '{model}' does not report an embedding dimension")
         self.dimension = int(dimension)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+
 def rank_key(scores: np.ndarray, ranks: np.ndarray) -> np.ndarray:
     """One uint64 key per hit ordering (score descending, doc-id rank ascending).
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -29,6 +29,8 @@ class SearchContext:
 
 
 DEFAULT_RETRIEVAL_DEPTH = 1000  # hits a retriever returns when no cut-off follows it (as PyTerrier)
+# progress(description, total) -> advance(n): how stages ask the caller for a progress bar
+ProgressFactory = Callable[[str, int], Callable[[int], None]]
 
 
 class Stage(ABC):
@@ -40,12 +42,32 @@ class Stage(ABC):
     def transform(self, queries: Sequence[Query], candidates: Run | None, context: SearchContext) -> Run:
         """Return a run for ``queries``; rerankers score the docs of ``candidates``."""
 
+    # Parameters always written in the canonical string; the others only when they differ from
+    # ``defaults()``. ``None`` means all of them (bm25 shows k1 and b, as Pyserini users expect).
+    always_shown: ClassVar[tuple[str, ...] | None] = None
+
     def params(self) -> dict[str, Any]:
-        """The parameters shown in the canonical string, in a fixed order."""
+        """All parameters, in a fixed order."""
         return {}
 
+    def defaults(self) -> dict[str, Any]:
+        return {}
+
+    def positional(self) -> Sequence[Any]:
+        """Sub-pipelines a stage combines (fusion); written before the keyword parameters."""
+        return ()
+
     def stage_label(self) -> str:
-        return format_stage(self.name, self.params())
+        params = self.params()
+        if self.always_shown is not None:
+            defaults = self.defaults()
+            params = {k: v for k, v in params.items()
+                      if k in self.always_shown or k not in defaults or defaults[k] != v}
+        return format_stage(self.name, params, self.positional())
+
+    def prepare(self, as_first_stage: bool, progress: ProgressFactory | None) -> None:
+        """Build what the stage needs before timing starts (e.g. encode the corpus). Default: nothing."""
+        return None
 
     def pipeline(self) -> Pipeline:
         return Pipeline([self])
@@ -125,6 +147,10 @@ class Pipeline:
 
     def pipeline(self) -> Pipeline:
         return self
+
+    def prepare(self, progress: ProgressFactory | None = None) -> None:
+        for position, stage in enumerate(self.stages):
+            stage.prepare(position == 0, progress)
 
     def transform(self, queries: Sequence[Query], candidates: Run | None = None,
                   context: SearchContext | None = None) -> Run:

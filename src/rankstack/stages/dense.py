@@ -1,0 +1,148 @@
+"""Dense retrieval with a bi-encoder, and dense re-scoring of an earlier stage's candidates."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from rankstack.errors import PipelineError, RankstackError
+from rankstack.models.loading import canonical_model_id
+from rankstack.stages._ranking import top_rows
+from rankstack.stages.base import DEFAULT_RETRIEVAL_DEPTH, ProgressFactory, SearchContext, Stage
+from rankstack.stages.registry import coerce_params, register_stage
+from rankstack.types import Query, Run
+
+_DEFAULTS: dict[str, Any] = {"model": "default", "precision": "auto", "search": "exact", "ef_search": 256,
+                             "query_prefix": "", "doc_prefix": ""}
+_SEARCH_METHODS = ("exact", "hnsw")
+
+
+class Dense(Stage):
+    """A bi-encoder stage: retrieves from the index's vectors, or re-scores the candidates it is given.
+
+    As a first stage it needs vectors for its model in the index (``rankstack index --dense``;
+    ``rankstack eval`` adds them on demand). As a later stage it uses stored vectors when present and
+    otherwise encodes the candidate documents on the fly.
+    """
+
+    name = "dense"
+    always_shown = ("model",)
+
+    def __init__(self, index: Any, model: str = "default", precision: str = "auto", search: str = "exact",
+                 ef_search: int = 256, query_prefix: str = "", doc_prefix: str = "") -> None:
+        if index is None:
+            raise PipelineError("dense needs an index; open one with rankstack.index.Index.open(PATH)")
+        if search not in _SEARCH_METHODS:
+            raise PipelineError(f"dense: search must be one of {', '.join(_SEARCH_METHODS)}, got '{search}'")
+        if ef_search < 1:
+            raise PipelineError(f"dense: ef_search must be positive, got {ef_search}")
+        self.index = index
+        self.model = canonical_model_id(model)
+        self.precision = precision
+        self.search = search
+        self.ef_search = ef_search
+        self.query_prefix = query_prefix
+        self.doc_prefix = doc_prefix
+        self._doc_vector_cache: dict[str, np.ndarray] = {}
+
+    def params(self) -> dict[str, Any]:
+        return {"model": self.model, "precision": self.precision, "search": self.search,
+                "ef_search": self.ef_search, "query_prefix": self.query_prefix, "doc_prefix": self.doc_prefix}
+
+    def defaults(self) -> dict[str, Any]:
+        return {**_DEFAULTS, "model": canonical_model_id("default")}
+
+    @property
+    def encoder(self):  # noqa: ANN201 - BiEncoder, imported lazily with torch
+        from rankstack.models.encoder import load_encoder
+
+        return load_encoder(self.model, self.precision, self.query_prefix, self.doc_prefix)
+
+    def prepare(self, as_first_stage: bool, progress: ProgressFactory | None) -> None:
+        """Encode the corpus into the index when this stage retrieves and no vectors exist yet."""
+        if not as_first_stage:
+            return
+        if self.index.dense_vectors(self.model, self.encoder.precision, exact=True) is not None:
+            return
+        from rankstack.index.dense import build_dense
+
+        advance = progress(f"encoding {self.index.num_docs:,} docs with {self.model}", self.index.num_docs) \
+            if progress else None
+        build_dense(self.index, self.encoder, progress=advance)
+        self.index.reload_manifest()
+
+    def transform(self, queries: Sequence[Query], candidates: Run | None, context: SearchContext) -> Run:
+        run = Run()
+        if not queries:
+            return run
+        query_vectors = self.encoder.encode_queries([q.text for q in queries])
+        if candidates is None:
+            self._retrieve(queries, query_vectors, context, run)
+        else:
+            self._rescore(queries, query_vectors, candidates, run)
+        return run
+
+    def _vectors(self):  # noqa: ANN202 - DenseVectors
+        vectors = self.index.dense_vectors(self.model, self.encoder.precision)
+        if vectors is None:
+            raise RankstackError(
+                f"the index at {self.index.path} has no vectors for '{self.model}'; add them with: "
+                f"rankstack index CORPUS -o {self.index.path} --overwrite --dense {self.model} "
+                f"(rankstack eval adds them on demand)")
+        vectors.check_encoder(self.encoder)
+        return vectors
+
+    def _retrieve(self, queries: Sequence[Query], query_vectors: np.ndarray, context: SearchContext,
+                  run: Run) -> None:
+        vectors = self._vectors()
+        wanted = context.top_k or DEFAULT_RETRIEVAL_DEPTH
+        fetch = min(wanted + (1 if context.ignore_identical_ids else 0), len(vectors.vectors))
+        scores, rows = vectors.search(query_vectors, fetch, self.search, self.ef_search)
+        ranks = self.index.doc_id_ranks
+        for query, query_scores, query_rows in zip(queries, scores, rows, strict=True):
+            valid = query_rows >= 0
+            query_rows, query_scores = query_rows[valid], query_scores[valid]
+            order = top_rows(query_scores, len(query_scores), ranks[query_rows])
+            doc_ids = self.index.doc_id_array[query_rows[order]]
+            ordered_scores = query_scores[order]
+            if context.ignore_identical_ids:
+                keep = doc_ids != query.query_id
+                doc_ids, ordered_scores = doc_ids[keep], ordered_scores[keep]
+            run.set_sorted(query.query_id, doc_ids[:wanted], ordered_scores[:wanted])
+
+    def _rescore(self, queries: Sequence[Query], query_vectors: np.ndarray, candidates: Run, run: Run) -> None:
+        stored = self.index.dense_vectors(self.model, self.encoder.precision)
+        if stored is not None:
+            stored.check_encoder(self.encoder)
+        positions = self.index.doc_positions
+        for query, query_vector in zip(queries, query_vectors, strict=True):
+            hits = candidates.results.get(query.query_id)
+            if not hits:
+                run.set_sorted(query.query_id, [], np.zeros(0, dtype=np.float32))
+                continue
+            doc_ids = [h.doc_id for h in hits]
+            if stored is not None:
+                matrix = stored.vectors[[positions[d] for d in doc_ids]]
+            else:
+                matrix = self._encode_candidates(doc_ids)
+            scores = matrix @ query_vector
+            ranks = self.index.doc_id_ranks[[positions[d] for d in doc_ids]]
+            order = top_rows(scores, len(scores), ranks)
+            run.set_sorted(query.query_id, np.array(doc_ids, dtype=object)[order], scores[order])
+
+    def _encode_candidates(self, doc_ids: list[str]) -> np.ndarray:
+        missing = [d for d in dict.fromkeys(doc_ids) if d not in self._doc_vector_cache]
+        if missing:
+            docs = self.index.docstore.get_many(missing)
+            vectors = self.encoder.encode_docs([docs[d].contents for d in missing])
+            self._doc_vector_cache.update(zip(missing, vectors, strict=True))
+        return np.stack([self._doc_vector_cache[d] for d in doc_ids])
+
+
+@register_stage("dense")
+def _make_dense(index: Any, *positional: Any, **params: Any) -> Dense:
+    if positional:
+        raise PipelineError("dense takes only keyword parameters, e.g. dense(model=sentence-transformers/...)")
+    return Dense(index, **coerce_params("dense", params, _DEFAULTS))
