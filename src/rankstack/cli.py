@@ -210,6 +210,33 @@ def eval_(
         stdout.print(experiment_table(result, f"{collection.name} ({split})"))
 
 
+def _serve(index_dir: Path, host: str, port: int, pipelines: list[str] | None) -> None:
+    from rankstack.index import Index
+    from rankstack.models.loading import require
+
+    uvicorn = require("uvicorn", "serve", "The web service")
+    require("fastapi", "serve", "The web service")
+    from rankstack.serve.app import create_app
+    from rankstack.serve.service import SearchService
+
+    service = SearchService.open(Index.open(index_dir), presets=pipelines or ())
+    stderr.print(f"serving {service.index.num_docs:,} documents from {index_dir} on http://{host}:{port}/ "
+                 f"(API under /v1, schema at /docs); Ctrl-C stops")
+    uvicorn.run(create_app(service), host=host, port=port, log_level="warning")
+
+
+@app.command()
+def serve(
+    index_dir: Annotated[Path, typer.Argument(help="Index directory.")],
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port.")] = 8000,
+    pipelines: Annotated[list[str] | None, typer.Option("--pipeline", "-p", help="Preset pipeline; repeatable.")
+                         ] = None,
+) -> None:
+    """Serve the HTTP API and the web search page for an index."""
+    _serve(index_dir, host, port, pipelines)
+
+
 @app.command()
 def demo(
     serve: Annotated[bool, typer.Option("--serve/--no-serve", help="Serve the web page (needs the service).")] = False,

@@ -66,6 +66,14 @@ class MeasureError(RankstackError):
     """An evaluation measure string is not understood."""
 
 
+class NotFoundError(RankstackError):
+    """A document (or other named thing) does not exist."""
+
+
+class RequestLimitError(RankstackError):
+    """A request exceeds a configured bound (query length, number of hits)."""
+
+
 class MissingExtraError(RankstackError):
     """An optional dependency is not installed; the message names the extra to install."""
 
@@ -94,3 +102,24 @@ def exit_code_for(error: RankstackError) -> int:
         if isinstance(error, error_type):
             return code
     return 1
+
+
+# One place that turns domain errors into HTTP statuses (most specific first).
+HTTP_STATUSES: list[tuple[type[RankstackError], int]] = [
+    (NotFoundError, 404),
+    (RequestLimitError, 422),
+    (EmptyInputError, 422),
+    (MissingExtraError, 501),
+    (IndexLoadError, 503),
+    (PipelineError, 400),
+    (MeasureError, 400),
+    (DataFormatError, 400),
+    (RankstackError, 400),
+]
+
+
+def http_status_for(error: RankstackError) -> int:
+    for error_type, status in HTTP_STATUSES:
+        if isinstance(error, error_type):
+            return status
+    return 400

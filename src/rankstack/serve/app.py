@@ -1,0 +1,116 @@
+"""The FastAPI application: versioned JSON routes, the web page, and one error mapping.
+
+    app = create_app(SearchService.open(Index.open("my-index")))
+"""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.templating import Jinja2Templates
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from rankstack import __version__
+from rankstack.errors import RankstackError, http_status_for
+from rankstack.serve.service import MAX_K, MAX_QUERY_CHARS, SearchService
+from rankstack.serve.snippets import highlight
+from rankstack.stages import stage_names
+
+TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+
+
+class SearchRequest(BaseModel):
+    """Body of ``POST /v1/search``; unknown keys are refused."""
+
+    model_config = ConfigDict(extra="forbid")
+    query: str = Field(max_length=MAX_QUERY_CHARS, description="Query text.")
+    k: int = Field(10, ge=1, le=MAX_K, description="Number of hits.")
+    pipeline: str | None = Field(None, max_length=2000, description="Pipeline string; default: the server's.")
+
+
+def _error(status: int, kind: str, message: str, details: Any = None) -> JSONResponse:
+    body: dict[str, Any] = {"error": {"type": kind, "message": message}}
+    if details is not None:
+        body["error"]["details"] = details
+    return JSONResponse(body, status_code=status)
+
+
+def create_app(service: SearchService) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_: FastAPI):  # noqa: ANN202
+        yield
+        await service.close()
+
+    app = FastAPI(title="rankstack", version=__version__, lifespan=lifespan,
+                  description="Multi-stage text ranking: search an index with any pipeline.")
+
+    @app.exception_handler(RankstackError)
+    async def domain_error(_: Request, error: RankstackError) -> JSONResponse:
+        return _error(http_status_for(error), type(error).__name__, str(error))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, error: RequestValidationError) -> JSONResponse:
+        details = [{"location": list(e.get("loc", ())), "message": e.get("msg", "")} for e in error.errors()]
+        first = details[0] if details else {"location": [], "message": "invalid request"}
+        where = ".".join(str(part) for part in first["location"])
+        return _error(422, "ValidationError", f"{where}: {first['message']}", details)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:
+        return _error(error.status_code, "HTTPError", str(error.detail))
+
+    @app.get("/v1/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "version": __version__, "index": str(service.index.path),
+                "documents": service.index.num_docs, "dense": service.index.dense_keys()}
+
+    @app.get("/v1/pipelines")
+    async def pipelines() -> dict[str, Any]:
+        return {"default": str(service.pipeline(None)), "presets": service.preset_list(), "stages": stage_names()}
+
+    @app.get("/v1/search")
+    async def search_get(q: Annotated[str, Query(max_length=MAX_QUERY_CHARS)],
+                         k: Annotated[int, Query(ge=1, le=MAX_K)] = 10,
+                         pipeline: Annotated[str | None, Query(max_length=2000)] = None) -> dict[str, Any]:
+        return (await service.search(q, k, pipeline)).to_json()
+
+    @app.post("/v1/search")
+    async def search_post(body: SearchRequest) -> dict[str, Any]:
+        return (await service.search(body.query, body.k, body.pipeline)).to_json()
+
+    @app.get("/v1/docs/{doc_id:path}")
+    async def document(doc_id: str) -> dict[str, str]:
+        return service.document(doc_id)
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page(request: Request, q: str = "", k: int = 10, pipeline: str = "") -> HTMLResponse:
+        context: dict[str, Any] = {"q": q, "k": k, "pipeline": pipeline or service.default_pipeline,
+                                   "presets": service.presets, "result": None, "error": None,
+                                   "documents": service.index.num_docs}
+        status = 200
+        if q:
+            try:
+                context["result"] = await service.search(q, min(max(k, 1), MAX_K), pipeline or None)
+            except RankstackError as error:  # shown in place on the page, with the status it deserves
+                context["error"] = str(error)
+                status = http_status_for(error)
+        return TEMPLATES.TemplateResponse(request, "search.html", context, status_code=status)
+
+    @app.get("/doc/{doc_id:path}", response_class=HTMLResponse, include_in_schema=False)
+    async def document_page(request: Request, doc_id: str, q: str = "") -> HTMLResponse:
+        try:
+            doc = service.document(doc_id)
+        except RankstackError as error:
+            return TEMPLATES.TemplateResponse(request, "document.html", {"doc": None, "error": str(error), "q": q},
+                                              status_code=404)
+        terms = set(service.index.analyzer.analyze(q)) if q else set()
+        body = highlight(doc["text"], terms, service.index.analyzer)
+        return TEMPLATES.TemplateResponse(request, "document.html", {"doc": doc, "body": body, "q": q, "error": None})
+
+    return app

@@ -1,0 +1,124 @@
+"""The search backend behind the HTTP API and the web page: validation, pipelines, batching, snippets."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from rankstack.errors import EmptyInputError, NotFoundError, RequestLimitError
+from rankstack.index import Index
+from rankstack.serve.batching import MicroBatcher
+from rankstack.serve.snippets import highlight, snippet
+from rankstack.stages import Pipeline, SearchContext, parse_pipeline
+from rankstack.types import Hits, Query
+
+logger = logging.getLogger(__name__)
+MAX_QUERY_CHARS = 1000
+MAX_K = 1000
+
+
+@dataclass
+class SearchResult:
+    query: str
+    pipeline: str
+    k: int
+    hits: list[dict[str, Any]]
+    timings_ms: dict[str, float]
+    total_ms: float
+    batch_size: int = 1
+
+    def to_json(self) -> dict[str, Any]:
+        return {"query": self.query, "pipeline": self.pipeline, "k": self.k, "hits": self.hits,
+                "timings_ms": self.timings_ms, "total_ms": self.total_ms, "batch_size": self.batch_size}
+
+
+@dataclass
+class _Answer:
+    hits: Hits
+    timings_ms: dict[str, float]
+    batch_size: int
+
+
+@dataclass
+class SearchService:
+    index: Index
+    default_pipeline: str = "bm25"
+    presets: list[str] = field(default_factory=list)
+    max_query_chars: int = MAX_QUERY_CHARS
+    max_k: int = MAX_K
+    _pipelines: OrderedDict[str, Pipeline] = field(default_factory=OrderedDict)
+    _batchers: dict[str, MicroBatcher[tuple[str, int], _Answer]] = field(default_factory=dict)
+
+    @classmethod
+    def open(cls, index: Index, default_pipeline: str | None = None, presets: Sequence[str] = ()) -> SearchService:
+        if not presets:
+            presets = ["bm25"]
+            if index.dense_keys():
+                presets += ["dense", "rrf(bm25,dense)", "bm25%100>>dense"]
+        service = cls(index, default_pipeline or presets[0], list(presets))
+        for text in service.presets:  # fail at start-up, not on the first request, and encode what is missing
+            service.pipeline(text).prepare(None)
+        return service
+
+    def pipeline(self, text: str | None) -> Pipeline:
+        text = (text or self.default_pipeline).strip()
+        if text not in self._pipelines:
+            self._pipelines[text] = parse_pipeline(text, self.index)
+            if len(self._pipelines) > 64:
+                self._pipelines.popitem(last=False)
+        return self._pipelines[text]
+
+    def preset_list(self) -> list[dict[str, str]]:
+        return [{"name": text, "pipeline": str(self.pipeline(text))} for text in self.presets]
+
+    def validate(self, query: str, k: int) -> str:
+        if len(query) > self.max_query_chars:
+            raise RequestLimitError(f"the query has {len(query):,} characters; the limit is {self.max_query_chars:,}")
+        if not query.strip():
+            raise EmptyInputError("the query is empty; give some words to search for")
+        if not 1 <= k <= self.max_k:
+            raise RequestLimitError(f"k must be between 1 and {self.max_k}, got {k}")
+        return query.strip()
+
+    async def search(self, query: str, k: int = 10, pipeline: str | None = None) -> SearchResult:
+        started = time.perf_counter()
+        query = self.validate(query, k)
+        parsed = self.pipeline(pipeline)
+        canonical = str(parsed)
+        batcher = self._batchers.get(canonical)
+        if batcher is None:
+            batcher = self._batchers[canonical] = MicroBatcher(lambda items: self._run_batch(parsed, items))
+        answer = await batcher.submit((query, k))
+        docs = self.index.docstore.get_many([h.doc_id for h in answer.hits])
+        hits = []
+        for rank, hit in enumerate(answer.hits, start=1):
+            doc = docs[hit.doc_id]
+            plain, marked = snippet(doc.text or doc.title, query, self.index.analyzer)
+            hits.append({"rank": rank, "doc_id": hit.doc_id, "score": hit.score, "title": doc.title,
+                         "title_html": highlight(doc.title, set(self.index.analyzer.analyze(query)),
+                                                 self.index.analyzer),
+                         "snippet": plain, "snippet_html": marked})
+        total_ms = (time.perf_counter() - started) * 1000
+        return SearchResult(query, canonical, k, hits, answer.timings_ms, total_ms, answer.batch_size)
+
+    def _run_batch(self, pipeline: Pipeline, items: Sequence[tuple[str, int]]) -> list[_Answer]:
+        queries = [Query(str(i), text) for i, (text, _) in enumerate(items)]
+        deepest = max(k for _, k in items)
+        run = (pipeline % deepest).transform(queries, context=SearchContext())
+        timings = run.latency_ms()  # batch time shared out per query
+        return [_Answer(run.results[q.query_id][:k], timings, len(items)) for q, (_, k) in zip(queries, items,
+                                                                                              strict=True)]
+
+    def document(self, doc_id: str) -> dict[str, str]:
+        doc = self.index.docstore.get(doc_id)
+        if doc is None:
+            raise NotFoundError(f"no document with id '{doc_id}' in this index")
+        return {"doc_id": doc.doc_id, "title": doc.title, "text": doc.text}
+
+    async def close(self) -> None:
+        for batcher in self._batchers.values():
+            await batcher.close()
