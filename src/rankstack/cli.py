@@ -167,6 +167,7 @@ def eval_(
     ignore_identical_ids: Annotated[bool, typer.Option(
         "--ignore-identical-ids/--keep-identical-ids", help="Drop hits whose doc id equals the query id.")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    report: Annotated[Path | None, typer.Option(help="Write an HTML report, JSON and PNG plots here.")] = None,
 ) -> None:
     """Evaluate pipelines (and/or run files) on a test collection, with significance tests."""
     from rankstack.evaluate.measures import parse_measures
@@ -204,6 +205,12 @@ def eval_(
         raise RankstackError(f"--baseline {baseline} is not a system number (0..{len(named_runs) - 1})")
     result = compare_systems(named_runs, qrels, metrics.split(","), baseline, relevance_threshold)
     result.warnings.extend(warnings)
+    if report is not None:
+        from rankstack.evaluate.report import write_report
+
+        written = write_report(result, report, f"{collection.name} ({split})",
+                               {"dataset": str(dataset), "split": split})
+        stderr.print(f"wrote {written} (+ report.json, tradeoff.png, per_query.png)")
     if as_json:
         stdout.print_json(data={"dataset": str(dataset), "split": split, **result.to_json()})
     else:

@@ -96,3 +96,19 @@ def test_help_lists_the_commands(runner: CliRunner) -> None:
     assert result.exit_code == 0
     for command in ("index", "search", "run", "eval", "demo"):
         assert command in result.output
+
+
+def test_eval_report_writes_html_json_and_plots(tiny_beir: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    pytest.importorskip("matplotlib")
+    report = tmp_path / "report"
+    code, _, err = invoke(["eval", str(tiny_beir), "-p", "bm25", "-p", "bm25(k1=2.0,b=1.0)", "--index",
+                           str(tmp_path / "i"), "--report", str(report), "-m", "nDCG@10"], monkeypatch, capsys)
+    assert code == 0 and "report.html" in err
+    assert sorted(p.name for p in report.iterdir()) == ["per_query.png", "report.html", "report.json",
+                                                        "tradeoff.png"]
+    data = json.loads((report / "report.json").read_text())
+    assert [s["pipeline"] for s in data["systems"]] == ["bm25(k1=0.9,b=0.4)", "bm25(k1=2.0,b=1.0)"]
+    assert set(data["per_query"]["bm25(k1=0.9,b=0.4)"]["nDCG@10"]) == {"q1", "q2", "q3", "q4"}
+    page = (report / "report.html").read_text()
+    assert "data:image/png;base64," in page and "bm25(k1=2.0,b=1.0)" in page
+    assert (report / "tradeoff.png").read_bytes().startswith(b"\x89PNG")

@@ -9,7 +9,7 @@ import numpy as np
 
 from rankstack.errors import PipelineError
 from rankstack.stages._ranking import top_rows
-from rankstack.stages.base import DEFAULT_RETRIEVAL_DEPTH, SearchContext, Stage
+from rankstack.stages.base import DEFAULT_RETRIEVAL_DEPTH, ProgressFactory, SearchContext, Stage
 from rankstack.stages.registry import coerce_params, register_stage
 from rankstack.types import Query, Run, ScoredDoc
 
@@ -38,6 +38,10 @@ class BM25(Stage):
 
     def params(self) -> dict[str, Any]:
         return {"k1": self.k1, "b": self.b}
+
+    def prepare(self, as_first_stage: bool, progress: ProgressFactory | None) -> None:
+        """Compute the score matrix for (k1, b) now, so the first query's timing does not include it."""
+        self.index.bm25_retriever(self.k1, self.b)
 
     def query_term_ids(self, text: str) -> list[int]:
         vocab = self.index.sparse.vocab

@@ -61,7 +61,8 @@ class Dense(Stage):
         return load_encoder(self.model, self.precision, self.query_prefix, self.doc_prefix)
 
     def prepare(self, as_first_stage: bool, progress: ProgressFactory | None) -> None:
-        """Encode the corpus into the index when this stage retrieves and no vectors exist yet."""
+        """Load and warm up the model, and encode the corpus when this stage retrieves and has no vectors."""
+        self.encoder.encode_queries(["warm-up"])  # first calls compile kernels; keep that out of timings
         if not as_first_stage:
             return
         if self.index.dense_vectors(self.model, self.encoder.precision, exact=True) is not None:
