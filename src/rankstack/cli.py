@@ -61,8 +61,8 @@ def index(
                         ignore_identical_ids=ignore_identical_ids)
     opened = Index.open(output)
     counts = opened.manifest["counts"]
-    stderr.print(f"index {output}: {counts['docs']:,} documents, {counts['terms']:,} terms "
-                 f"({time.perf_counter() - started:.1f} s)")
+    stderr.print(f"indexed {counts['docs']:,} documents ({counts['terms']:,} terms) into {output} "
+                 f"in {time.perf_counter() - started:.1f} s", soft_wrap=True)
     if dense:
         from rankstack.index.dense import HnswParams, build_dense
         from rankstack.models.encoder import load_encoder
