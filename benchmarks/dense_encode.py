@@ -72,6 +72,7 @@ def machine_info() -> dict[str, Any]:
         "cpus_usable": affinity,
         "cpu_has_bf16_units": cpu_has_bf16_units(),
         "torch_threads": torch.get_num_threads(),
+        "load_average_1_5_15min": list(os.getloadavg()),
         "torch_interop_threads": torch.get_num_interop_threads(),
         "python": platform.python_version(),
         "versions": {name: version(name) for name in
@@ -178,6 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.limit is not None and args.limit <= WARMUP_DOCS:
         parser.error(f"--limit must be more than {WARMUP_DOCS}")
+    load_at_start = list(os.getloadavg())
     dataset = BeirDataset.open(args.data)
     docs = list(read_corpus(dataset.corpus_path))
     total_docs = len(docs)
@@ -234,7 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                f"warm-up on {WARMUP_DOCS} docs; torch threads left at the default",
                      "search": "exact inner product (numpy), each system's queries against its own docs, "
                                "hit with doc id == query id dropped (BEIR)"},
-        "machine": machine_info(),
+        "machine": {**machine_info(), "load_average_at_start": load_at_start},
         "systems": systems,
         "ratios": ratios,
         "targets": {"speedup_vs_sentence_transformers": TARGET_SPEEDUP,

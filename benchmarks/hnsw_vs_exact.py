@@ -13,7 +13,9 @@ with rankstack's defaults (M=32, efConstruction=200, efSearch=256) and, as ranks
 ``efSearch = max(ef_search, k)``. efSearch is swept over ``--ef-search``. recall@k is the fraction
 of the exact top-k ids found in HNSW's top-k, averaged over queries. Latency is the mean per query,
 one query per ``search`` call and all queries in one call; each loop is warmed up once and the best
-of ``--repeats`` is kept. FAISS threads are left at the default.
+of ``--repeats`` is kept. FAISS threads are left at the default unless ``--threads`` is given.
+The machine's load average is recorded: other work on the CPUs inflates every latency, and
+multi-threaded single-query FAISS calls most of all.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ def machine_info() -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "cpus_usable": affinity,
         "faiss_omp_threads": faiss.omp_get_max_threads(),
+        "load_average_1_5_15min": list(os.getloadavg()),
         "python": platform.python_version(),
         "versions": {name: version(name) for name in ("rankstack", "faiss-cpu", "numpy")},
     }
@@ -201,10 +204,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--extra-graphs", default="",
                         help="more HNSW graphs to build and sweep, as M:efConstruction,... (e.g. 48:400,64:400)")
     parser.add_argument("--repeats", type=int, default=3, help="timed loops per latency; the best is kept")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="faiss.omp_set_num_threads(N); default: leave FAISS's default")
     args = parser.parse_args(argv)
+    if args.threads is not None:
+        faiss.omp_set_num_threads(args.threads)
     if args.num_vectors < args.k or args.num_queries < 1:
         parser.error("need --num-vectors >= --k and --num-queries >= 1")
 
+    load_at_start = list(os.getloadavg())
     started = time.perf_counter()
     base, queries, data = generate(args.num_vectors, args.num_queries, args.clusters, tuple(args.cosine_range),
                                    args.seed)
@@ -258,8 +266,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     exact_ms = exact_figures["single_query_ms"]
     targets_met = {
         f"{recall_key}_at_default": default_row[recall_key] >= TARGET_RECALL,
-        "hnsw_latency_below_exact": default_row["single_query_ms"] < exact_ms
-        and default_row["batched_ms_per_query"] < exact_figures["batched_ms_per_query"],
+        "hnsw_single_query_latency_below_exact": default_row["single_query_ms"] < exact_ms,
+        "hnsw_batched_latency_below_exact":
+            default_row["batched_ms_per_query"] < exact_figures["batched_ms_per_query"],
     }
     result = {
         "benchmark": "hnsw_vs_exact",
@@ -269,11 +278,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                                             "efSearch": DEFAULT_EF_SEARCH, "efSearch_rule": "max(ef_search, k)"},
                      "ef_search_sweep": ef_values, "repeats": args.repeats,
                      "faiss_threads": faiss.omp_get_max_threads(),
+                     "faiss_threads_set_by_flag": args.threads is not None,
                      "timing": "time.perf_counter; single = one index.search per query over all queries, "
                                "batched = one index.search with all queries; one warm-up, best of repeats; "
                                "ms per query",
                      "recall": f"|exact top-{args.k} ∩ HNSW top-{args.k}| / {args.k}, averaged over queries"},
-        "machine": machine_info(),
+        "machine": {**machine_info(), "load_average_at_start": load_at_start},
         "exact": exact_figures,
         "hnsw": graphs,
         "default_config": {"M": DEFAULT_M, "efConstruction": DEFAULT_EF_CONSTRUCTION, **default_row,
@@ -282,7 +292,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                exact_figures["batched_ms_per_query"] / default_row["batched_ms_per_query"]},
         "cheapest_config_reaching_target": cheapest,
         "targets": {f"{recall_key}_at_default_ef_search": TARGET_RECALL,
-                    "hnsw_latency_below_exact": "single-query and batched mean latency at the default efSearch"},
+                    "hnsw_latency_below_exact": "mean latency at the default efSearch, single-query and batched "
+                                                "(judged separately)"},
         "targets_met": targets_met,
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
@@ -290,7 +301,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     print(f"default (M={DEFAULT_M}, efC={DEFAULT_EF_CONSTRUCTION}, efSearch={DEFAULT_EF_SEARCH}): {recall_key} "
           f"{default_row[recall_key]:.4f} (target >= {TARGET_RECALL}), single {default_row['single_query_ms']:.3f} ms "
-          f"vs exact {exact_ms:.3f} ms ({result['default_config']['speedup_single_vs_exact']:.1f}x)", file=sys.stderr)
+          f"vs exact {exact_ms:.3f} ms ({result['default_config']['speedup_single_vs_exact']:.1f}x); batched "
+          f"{default_row['batched_ms_per_query']:.4f} vs exact {exact_figures['batched_ms_per_query']:.4f} ms/q "
+          f"({result['default_config']['speedup_batched_vs_exact']:.2f}x)", file=sys.stderr)
     if cheapest is None:
         print(f"no configuration tried reaches {recall_key} >= {TARGET_RECALL}", file=sys.stderr)
     elif not targets_met[f"{recall_key}_at_default"]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
 
@@ -246,42 +247,45 @@ def serve(
 
 @app.command()
 def demo(
-    serve: Annotated[bool, typer.Option("--serve/--no-serve", help="Serve the web page (needs the service).")] = False,
+    serve_page: Annotated[bool, typer.Option("--serve/--no-serve", help="Serve the web page (default) or print "
+                                             "results for example queries.")] = True,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port.")] = 8000,
     top_k: Annotated[int, typer.Option("-k", "--top-k", min=1, max=50)] = 5,
 ) -> None:
     """Search the documentation shipped with this Python interpreter (no download, no data needed)."""
+    from rankstack.demo import EXAMPLE_QUERIES, demo_index
+
+    opened, pipelines = demo_index(ProgressBars)
+    stderr.print(f"{opened.num_docs:,} documents from the Python {sys.version.split()[0]} documentation "
+                 f"in {opened.path}")
+    if serve_page:
+        _serve(opened.path, host, port, pipelines)
+        return
+    _print_examples(opened, pipelines[-1], EXAMPLE_QUERIES, top_k)
+
+
+def _print_examples(opened, pipeline_text: str, queries: Sequence[str], top_k: int) -> None:  # noqa: ANN001
     from rich.table import Table
 
-    from rankstack.demo import EXAMPLE_QUERIES, python_docs_corpus, stdlib_path
-    from rankstack.index import Index, build_index
-    from rankstack.index.cache import cache_root
-    from rankstack.stages import BM25, SearchContext
+    from rankstack.stages import SearchContext, parse_pipeline
     from rankstack.types import Query
 
-    if serve:
-        stderr.print("[yellow]the web page is not available yet; printing results instead[/]")
-    index_path = cache_root() / "demo" / f"python-{sys.version_info.major}.{sys.version_info.minor}-docs"
-    try:
-        opened = Index.open(index_path)
-    except RankstackError:
-        with progress_bar(f"indexing the Python {sys.version.split()[0]} docs in {stdlib_path()}") as advance:
-            build_index(python_docs_corpus(), index_path, overwrite=True, progress=advance)
-        opened = Index.open(index_path)
-    stderr.print(f"{opened.num_docs:,} documents from the Python documentation in {opened.path}")
-    pipeline = BM25(opened) % top_k
-    queries = [Query(str(i), text) for i, text in enumerate(EXAMPLE_QUERIES, start=1)]
-    run_ = pipeline.transform(queries, context=SearchContext())
-    for query in queries:
+    pipeline = parse_pipeline(pipeline_text, opened)
+    pipeline.prepare(None)
+    query_list = [Query(str(i), text) for i, text in enumerate(queries, start=1)]
+    run_ = (pipeline % top_k).transform(query_list, context=SearchContext())
+    for query in query_list:
         hits = run_.results[query.query_id]
         docs = opened.docstore.get_many([h.doc_id for h in hits])
-        table = Table(title=f"{query.text!r}", title_justify="left")
+        table = Table(title=f"{query.text!r}  [{pipeline}]", title_justify="left")
         table.add_column("rank", justify="right")
         table.add_column("score", justify="right")
         table.add_column("document")
         table.add_column("text")
         for rank, hit in enumerate(hits, start=1):
             text = " ".join(docs[hit.doc_id].text.split())
-            table.add_row(str(rank), f"{hit.score:.2f}", docs[hit.doc_id].title, text[:90])
+            table.add_row(str(rank), f"{hit.score:.3f}", docs[hit.doc_id].title, text[:90])
         stdout.print(table)
 
 

