@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,6 +18,7 @@ from rankstack.types import Query, Run
 _DEFAULTS: dict[str, Any] = {"model": "default", "precision": "auto", "search": "exact", "ef_search": 256,
                              "query_prefix": "", "doc_prefix": ""}
 _SEARCH_METHODS = ("exact", "hnsw")
+_CANDIDATE_CACHE_SIZE = 50_000  # vectors of documents encoded on the fly, kept for the next queries
 
 
 class Dense(Stage):
@@ -45,7 +47,7 @@ class Dense(Stage):
         self.ef_search = ef_search
         self.query_prefix = query_prefix
         self.doc_prefix = doc_prefix
-        self._doc_vector_cache: dict[str, np.ndarray] = {}
+        self._doc_vector_cache: OrderedDict[str, np.ndarray] = OrderedDict()
 
     def params(self) -> dict[str, Any]:
         return {"model": self.model, "precision": self.precision, "search": self.search,
@@ -118,6 +120,8 @@ class Dense(Stage):
         if stored is not None:
             stored.check_encoder(self.encoder)
         positions = self.index.doc_positions
+        if stored is None:  # one encode call for all candidates: bigger, length-sorted batches
+            self._encode_candidates([h.doc_id for q in queries for h in candidates.results.get(q.query_id, [])])
         for query, query_vector in zip(queries, query_vectors, strict=True):
             hits = candidates.results.get(query.query_id)
             if not hits:
@@ -134,12 +138,18 @@ class Dense(Stage):
             run.set_sorted(query.query_id, np.array(doc_ids, dtype=object)[order], scores[order])
 
     def _encode_candidates(self, doc_ids: list[str]) -> np.ndarray:
-        missing = [d for d in dict.fromkeys(doc_ids) if d not in self._doc_vector_cache]
+        cache = self._doc_vector_cache
+        missing = [d for d in dict.fromkeys(doc_ids) if d not in cache]
         if missing:
             docs = self.index.docstore.get_many(missing)
             vectors = self.encoder.encode_docs([docs[d].contents for d in missing])
-            self._doc_vector_cache.update(zip(missing, vectors, strict=True))
-        return np.stack([self._doc_vector_cache[d] for d in doc_ids])
+            cache.update(zip(missing, vectors, strict=True))
+        matrix = np.stack([cache[d] for d in doc_ids])
+        for doc_id in doc_ids:  # least recently used go first when the cache is full
+            cache.move_to_end(doc_id)
+        while len(cache) > _CANDIDATE_CACHE_SIZE:
+            cache.popitem(last=False)
+        return matrix
 
 
 @register_stage("dense")
