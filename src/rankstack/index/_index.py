@@ -15,6 +15,7 @@ from rankstack.index.docstore import DocStore
 from rankstack.index.manifest import read_manifest
 from rankstack.index.sparse import SparseIndex
 from rankstack.text.analyzer import LuceneEnglishAnalyzer
+from rankstack.types import Doc
 
 
 class Index:
@@ -74,6 +75,34 @@ class Index:
             if key not in self._retrievers:
                 self._retrievers[key] = self.sparse.retriever(k1, b)
             return self._retrievers[key]
+
+    # The read interface stages use, shared with live snapshots (rankstack.index.live.LiveView).
+    # A stage takes ``view = index.view()`` once per batch, so a concurrent writer cannot change
+    # the documents between two of its reads.
+
+    def view(self) -> Index:
+        return self
+
+    def bm25_scores(self, terms: list[str], k1: float, b: float) -> np.ndarray | None:
+        """BM25 score of every row for the analyzed query ``terms``; None when no term is indexed."""
+        vocab = self.sparse.vocab
+        term_ids = [vocab[t] for t in terms if t in vocab]
+        if not term_ids:
+            return None
+        return self.bm25_retriever(k1, b).get_scores_from_ids(term_ids)
+
+    def get_docs(self, doc_ids: list[str]) -> dict[str, Doc]:
+        return self.docstore.get_many(doc_ids)
+
+    def get_doc(self, doc_id: str) -> Doc | None:
+        return self.docstore.get(doc_id)
+
+    def dense_search(self, vectors: DenseVectors, queries: np.ndarray, count: int, method: str, ef_search: int
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        return vectors.search(queries, count, method, ef_search)
+
+    def dense_rows(self, vectors: DenseVectors, rows: list[int]) -> np.ndarray:
+        return vectors.vectors[rows]
 
     def dense_keys(self) -> list[str]:
         return sorted(self.manifest.get("dense", {}))

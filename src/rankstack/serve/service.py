@@ -14,7 +14,7 @@ from rankstack.index import Index
 from rankstack.serve.batching import MicroBatcher
 from rankstack.serve.snippets import highlight, snippet
 from rankstack.stages import Pipeline, SearchContext, parse_pipeline
-from rankstack.types import Hits, Query
+from rankstack.types import Doc, Hits, Query
 
 logger = logging.getLogger(__name__)
 MAX_QUERY_CHARS = 1000
@@ -39,6 +39,7 @@ class SearchResult:
 @dataclass
 class _Answer:
     hits: Hits
+    docs: dict[str, Doc]  # read from the same snapshot as the hits, so a concurrent delete cannot split them
     timings_ms: dict[str, float]
     batch_size: int
 
@@ -93,7 +94,7 @@ class SearchService:
         if batcher is None:
             batcher = self._batchers[canonical] = MicroBatcher(lambda items: self._run_batch(parsed, items))
         answer = await batcher.submit((query, k))
-        docs = self.index.docstore.get_many([h.doc_id for h in answer.hits])
+        docs = answer.docs
         hits = []
         for rank, hit in enumerate(answer.hits, start=1):
             doc = docs[hit.doc_id]
@@ -108,13 +109,17 @@ class SearchService:
     def _run_batch(self, pipeline: Pipeline, items: Sequence[tuple[str, int]]) -> list[_Answer]:
         queries = [Query(str(i), text) for i, (text, _) in enumerate(items)]
         deepest = max(k for _, k in items)
+        view = self.index.view()
         run = (pipeline % deepest).transform(queries, context=SearchContext())
         timings = run.latency_ms()  # batch time shared out per query
-        return [_Answer(run.results[q.query_id][:k], timings, len(items)) for q, (_, k) in zip(queries, items,
-                                                                                              strict=True)]
+        answers = []
+        for query, (_, k) in zip(queries, items, strict=True):
+            hits = run.results[query.query_id][:k]
+            answers.append(_Answer(hits, view.get_docs([h.doc_id for h in hits]), timings, len(items)))
+        return answers
 
     def document(self, doc_id: str) -> dict[str, str]:
-        doc = self.index.docstore.get(doc_id)
+        doc = self.index.view().get_doc(doc_id)
         if doc is None:
             raise NotFoundError(f"no document with id '{doc_id}' in this index")
         return {"doc_id": doc.doc_id, "title": doc.title, "text": doc.text}

@@ -43,44 +43,38 @@ class BM25(Stage):
         """Compute the score matrix for (k1, b) now, so the first query's timing does not include it."""
         self.index.bm25_retriever(self.k1, self.b)
 
-    def query_term_ids(self, text: str) -> list[int]:
-        vocab = self.index.sparse.vocab
-        return [vocab[t] for t in self.index.analyzer.analyze(text) if t in vocab]
-
-    def score_all(self, text: str) -> np.ndarray | None:
-        """Scores of every document for one query, or None when no query term is in the index."""
-        term_ids = self.query_term_ids(text)
-        if not term_ids:
-            return None
-        return self.index.bm25_retriever(self.k1, self.b).get_scores_from_ids(term_ids)
+    def score_all(self, view: Any, text: str) -> np.ndarray | None:
+        """Scores of every row of ``view`` for one query, or None when no query term is indexed."""
+        return view.bm25_scores(self.index.analyzer.analyze(text), self.k1, self.b)
 
     def transform(self, queries: Sequence[Query], candidates: Run | None, context: SearchContext) -> Run:
         run = Run()
+        view = self.index.view()
         for query in queries:
             if candidates is None:
-                doc_ids, scores = self._retrieve(query, context)
+                doc_ids, scores = self._retrieve(view, query, context)
                 run.set_sorted(query.query_id, doc_ids, scores)
             else:
-                run.set(query.query_id, self._rescore(query, candidates.results.get(query.query_id, [])))
+                run.set(query.query_id, self._rescore(view, query, candidates.results.get(query.query_id, [])))
         return run
 
-    def _retrieve(self, query: Query, context: SearchContext) -> tuple[np.ndarray, np.ndarray]:
-        scores = self.score_all(query.text)
+    def _retrieve(self, view: Any, query: Query, context: SearchContext) -> tuple[np.ndarray, np.ndarray]:
+        scores = self.score_all(view, query.text)
         if scores is None:
             return _NO_DOC_IDS, _NO_SCORES
         wanted = context.top_k or DEFAULT_RETRIEVAL_DEPTH
         fetch = min(wanted + (1 if context.ignore_identical_ids else 0), len(scores))
-        selected = top_rows(scores, fetch, self.index.doc_id_ranks, minimum=_MIN_SCORE)
+        selected = top_rows(scores, fetch, view.doc_id_ranks, minimum=_MIN_SCORE)
         selected_scores = scores[selected]
-        doc_ids = self.index.doc_id_array[selected]
+        doc_ids = view.doc_id_array[selected]
         if context.ignore_identical_ids:
             keep = doc_ids != query.query_id
             doc_ids, selected_scores = doc_ids[keep], selected_scores[keep]
         return doc_ids[:wanted], selected_scores[:wanted]
 
-    def _rescore(self, query: Query, previous: Sequence[ScoredDoc]) -> list[ScoredDoc]:
-        scores = self.score_all(query.text)
-        positions = self.index.doc_positions
+    def _rescore(self, view: Any, query: Query, previous: Sequence[ScoredDoc]) -> list[ScoredDoc]:
+        scores = self.score_all(view, query.text)
+        positions = view.doc_positions
         result = []
         for hit in previous:
             position = positions.get(hit.doc_id)

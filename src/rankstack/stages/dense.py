@@ -80,11 +80,12 @@ class Dense(Stage):
         run = Run()
         if not queries:
             return run
+        view = self.index.view()
         query_vectors = self.encoder.encode_queries([q.text for q in queries])
         if candidates is None:
-            self._retrieve(queries, query_vectors, context, run)
+            self._retrieve(view, queries, query_vectors, context, run)
         else:
-            self._rescore(queries, query_vectors, candidates, run)
+            self._rescore(view, queries, query_vectors, candidates, run)
         return run
 
     def _vectors(self):  # noqa: ANN202 - DenseVectors
@@ -97,31 +98,32 @@ class Dense(Stage):
         vectors.check_encoder(self.encoder)
         return vectors
 
-    def _retrieve(self, queries: Sequence[Query], query_vectors: np.ndarray, context: SearchContext,
+    def _retrieve(self, view: Any, queries: Sequence[Query], query_vectors: np.ndarray, context: SearchContext,
                   run: Run) -> None:
         vectors = self._vectors()
         wanted = context.top_k or DEFAULT_RETRIEVAL_DEPTH
-        fetch = min(wanted + (1 if context.ignore_identical_ids else 0), len(vectors.vectors))
-        scores, rows = vectors.search(query_vectors, fetch, self.search, self.ef_search)
-        ranks = self.index.doc_id_ranks
+        fetch = min(wanted + (1 if context.ignore_identical_ids else 0), len(view.doc_id_array))
+        scores, rows = view.dense_search(vectors, query_vectors, fetch, self.search, self.ef_search)
+        ranks = view.doc_id_ranks
         for query, query_scores, query_rows in zip(queries, scores, rows, strict=True):
             valid = query_rows >= 0
             query_rows, query_scores = query_rows[valid], query_scores[valid]
             order = top_rows(query_scores, len(query_scores), ranks[query_rows])
-            doc_ids = self.index.doc_id_array[query_rows[order]]
+            doc_ids = view.doc_id_array[query_rows[order]]
             ordered_scores = query_scores[order]
             if context.ignore_identical_ids:
                 keep = doc_ids != query.query_id
                 doc_ids, ordered_scores = doc_ids[keep], ordered_scores[keep]
             run.set_sorted(query.query_id, doc_ids[:wanted], ordered_scores[:wanted])
 
-    def _rescore(self, queries: Sequence[Query], query_vectors: np.ndarray, candidates: Run, run: Run) -> None:
+    def _rescore(self, view: Any, queries: Sequence[Query], query_vectors: np.ndarray, candidates: Run,
+                 run: Run) -> None:
         stored = self.index.dense_vectors(self.model, self.encoder.precision)
         if stored is not None:
             stored.check_encoder(self.encoder)
-        positions = self.index.doc_positions
+        positions = view.doc_positions
         if stored is None:  # one encode call for all candidates: bigger, length-sorted batches
-            self._encode_candidates([h.doc_id for q in queries for h in candidates.results.get(q.query_id, [])])
+            self._encode_candidates(view, [h.doc_id for q in queries for h in candidates.results.get(q.query_id, [])])
         for query, query_vector in zip(queries, query_vectors, strict=True):
             hits = candidates.results.get(query.query_id)
             if not hits:
@@ -129,19 +131,19 @@ class Dense(Stage):
                 continue
             doc_ids = [h.doc_id for h in hits]
             if stored is not None:
-                matrix = stored.vectors[[positions[d] for d in doc_ids]]
+                matrix = view.dense_rows(stored, [positions[d] for d in doc_ids])
             else:
-                matrix = self._encode_candidates(doc_ids)
+                matrix = self._encode_candidates(view, doc_ids)
             scores = matrix @ query_vector
-            ranks = self.index.doc_id_ranks[[positions[d] for d in doc_ids]]
+            ranks = view.doc_id_ranks[[positions[d] for d in doc_ids]]
             order = top_rows(scores, len(scores), ranks)
             run.set_sorted(query.query_id, np.array(doc_ids, dtype=object)[order], scores[order])
 
-    def _encode_candidates(self, doc_ids: list[str]) -> np.ndarray:
+    def _encode_candidates(self, view: Any, doc_ids: list[str]) -> np.ndarray:
         cache = self._doc_vector_cache
         missing = [d for d in dict.fromkeys(doc_ids) if d not in cache]
         if missing:
-            docs = self.index.docstore.get_many(missing)
+            docs = view.get_docs(missing)
             vectors = self.encoder.encode_docs([docs[d].contents for d in missing])
             cache.update(zip(missing, vectors, strict=True))
         matrix = np.stack([cache[d] for d in doc_ids])
