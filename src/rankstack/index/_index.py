@@ -1,4 +1,9 @@
-"""An opened index directory: manifest, document store, sparse postings."""
+"""An opened index directory: manifest, document store, sparse postings, dense vectors, live changes.
+
+``Segment`` is the immutable part written by a build or a compaction. ``Index`` is the handle users
+hold: it adds the live changes logged since (rankstack.index.live) and hands out consistent
+snapshots with :meth:`Index.view`.
+"""
 
 from __future__ import annotations
 
@@ -18,13 +23,15 @@ from rankstack.text.analyzer import LuceneEnglishAnalyzer
 from rankstack.types import Doc
 
 
-class Index:
-    """A read-only index directory. Open with :meth:`Index.open`; the manifest is checked first."""
+class Segment:
+    """The immutable files of an index directory, and the read interface stages use."""
 
     def __init__(self, path: Path, manifest: dict[str, Any]) -> None:
         self.path = path
         self.manifest = manifest
         self.docstore = DocStore(path / "docs.sqlite")
+        # Identifies this generation of the directory: a compaction swaps in a new manifest file.
+        self.manifest_inode = (path / "manifest.json").stat().st_ino
         self.analyzer = LuceneEnglishAnalyzer(stem=manifest["analyzer"].get("stem") == "porter",
                                               stop_words=frozenset(manifest["analyzer"]["stop_words"]))
         self._retrievers: dict[tuple[float, float], bm25s.BM25] = {}
@@ -32,13 +39,17 @@ class Index:
         self._lock = Lock()
 
     @classmethod
-    def open(cls, path: str | Path, verify_checksums: bool = True) -> Index:
+    def open(cls, path: str | Path, verify_checksums: bool = True) -> Segment:
         path = Path(path)
         return cls(path, read_manifest(path, verify_checksums))
 
     @property
     def num_docs(self) -> int:
         return int(self.manifest["counts"]["docs"])
+
+    @property
+    def num_rows(self) -> int:
+        return self.num_docs
 
     @property
     def ignore_identical_ids(self) -> bool:
@@ -80,7 +91,7 @@ class Index:
     # A stage takes ``view = index.view()`` once per batch, so a concurrent writer cannot change
     # the documents between two of its reads.
 
-    def view(self) -> Index:
+    def view(self) -> Segment:
         return self
 
     def bm25_scores(self, terms: list[str], k1: float, b: float) -> np.ndarray | None:
@@ -99,7 +110,27 @@ class Index:
 
     def dense_search(self, vectors: DenseVectors, queries: np.ndarray, count: int, method: str, ef_search: int
                      ) -> tuple[np.ndarray, np.ndarray]:
-        return vectors.search(queries, count, method, ef_search)
+        """Top ``count`` rows per query, ties at the boundary settled by doc id (not by FAISS's whim)."""
+        from rankstack.stages._ranking import top_rows
+
+        total = len(vectors.vectors)
+        fetch = min(count, total)
+        while True:
+            scores, rows = vectors.search(queries, fetch, method, ef_search)
+            # A tie between the last hit and the next one means FAISS chose among equals; look further.
+            if fetch >= total or method != "exact" or not np.any(scores[:, -1] == scores[:, min(count, fetch) - 1]):
+                break
+            fetch = min(total, fetch * 2)
+        if fetch == count:
+            return scores, rows
+        out_scores = np.full((len(queries), count), -np.inf, dtype=np.float32)
+        out_rows = np.full((len(queries), count), -1, dtype=np.int64)
+        for i in range(len(queries)):
+            valid = rows[i] >= 0
+            query_rows, query_scores = rows[i][valid], scores[i][valid]
+            best = top_rows(query_scores, count, self.doc_id_ranks[query_rows])[:count]
+            out_scores[i, :len(best)], out_rows[i, :len(best)] = query_scores[best], query_rows[best]
+        return out_scores, out_rows
 
     def dense_rows(self, vectors: DenseVectors, rows: list[int]) -> np.ndarray:
         return vectors.vectors[rows]
@@ -131,3 +162,108 @@ class Index:
 
     def close(self) -> None:
         self.docstore.close()
+
+
+class Index:
+    """An index directory. Open with :meth:`Index.open`; the manifest is checked first.
+
+    Reads go through :meth:`view`, an immutable snapshot; changes written by an
+    :class:`rankstack.index.live.IndexWriter` (in this process or another) appear in the next view.
+    """
+
+    def __init__(self, segment: Segment) -> None:
+        self.path = segment.path
+        self._segment = segment
+        self._live: Any = None  # LiveView once changes are logged
+        self._log_offset = 0
+        self._applied = 0  # log records already in ``_live``
+        self._log_identity: tuple[int, int] | None = None
+        self._refresh_lock = Lock()
+        self._reopen_lock = Lock()
+
+    @classmethod
+    def open(cls, path: str | Path, verify_checksums: bool = True) -> Index:
+        return cls(Segment.open(path, verify_checksums))
+
+    # --- the immutable part ---
+    @property
+    def segment(self) -> Segment:
+        return self._segment
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        return self._segment.manifest
+
+    @property
+    def analyzer(self) -> LuceneEnglishAnalyzer:
+        return self._segment.analyzer
+
+    @property
+    def docstore(self) -> DocStore:
+        """The segment's documents (live additions and deletions are seen through :meth:`view`)."""
+        return self._segment.docstore
+
+    @property
+    def sparse(self) -> SparseIndex:
+        return self._segment.sparse
+
+    @property
+    def ignore_identical_ids(self) -> bool:
+        return self._segment.ignore_identical_ids
+
+    def bm25_retriever(self, k1: float, b: float) -> bm25s.BM25:
+        return self._segment.bm25_retriever(k1, b)
+
+    def dense_keys(self) -> list[str]:
+        return self._segment.dense_keys()
+
+    def dense_vectors(self, model_id: str, precision: str | None = None, exact: bool = False
+                      ) -> DenseVectors | None:
+        return self._segment.dense_vectors(model_id, precision, exact)
+
+    def reload_manifest(self) -> None:
+        self._segment.reload_manifest()
+
+    # --- the current state, live changes included ---
+    def view(self) -> Any:
+        """A consistent snapshot (Segment or LiveView) to read documents and scores from."""
+        self.refresh()
+        return self._live if self._live is not None else self._segment
+
+    @property
+    def num_docs(self) -> int:
+        return int(self.view().num_docs)
+
+    @property
+    def doc_ids(self) -> list[str]:
+        return list(self.view().doc_positions)
+
+    @property
+    def doc_id_array(self) -> np.ndarray:
+        return self.view().doc_id_array
+
+    @property
+    def doc_id_ranks(self) -> np.ndarray:
+        return self.view().doc_id_ranks
+
+    @property
+    def doc_positions(self) -> dict[str, int]:
+        return self.view().doc_positions
+
+    def refresh(self) -> None:
+        """Apply changes other writers logged since the last look (a stat call when there are none)."""
+        from rankstack.index.live import apply_log_tail
+
+        apply_log_tail(self)
+
+    def reopen(self) -> None:
+        """Switch to the directory's current files (after a compaction); readers of old views finish."""
+        with self._reopen_lock:
+            self._segment = Segment.open(self.path, verify_checksums=False)
+            self._live = None
+            self._log_offset = 0
+            self._applied = 0
+            self._log_identity = None
+
+    def close(self) -> None:
+        self._segment.close()

@@ -74,6 +74,10 @@ def build_dense(index: Any, encoder: BiEncoder, storage: str = "float32", hnsw: 
     """Encode every document of ``index`` with ``encoder`` and add the vectors to the index directory."""
     if storage not in STORAGES:
         raise RankstackError(f"unknown vector storage '{storage}'; choose one of {', '.join(STORAGES)}")
+    if index.view() is not index.segment:
+        raise RankstackError(f"{index.path} has live changes that are not compacted; run: rankstack compact "
+                             f"{index.path}, then add vectors")
+    index = index.segment  # rows of the segment, in order
     dense_root = index.path / "dense"
     key = vectors_key(encoder.model_id, encoder.precision)
     slug = dense_slug(key)
@@ -101,10 +105,21 @@ def build_dense(index: Any, encoder: BiEncoder, storage: str = "float32", hnsw: 
             progress(count)
     report.warn("documents", encoder.max_tokens)
     vectors = np.concatenate([np.load(s) for s in shards]) if shards else np.zeros((0, encoder.dimension))
+    meta = {**encoder.config(), "storage": storage, "truncated_docs": report.truncated,
+            "longest_doc_tokens": report.longest_tokens}
+    final = write_dense_vectors(index.path, key, meta, vectors, hnsw)
+    shutil.rmtree(work, ignore_errors=True)
+    return final
+
+
+def write_dense_vectors(index_path: Path, key: str, meta: dict[str, Any], vectors: np.ndarray,
+                        hnsw: HnswParams | None = None) -> Path:
+    """Store ``vectors`` (one row per index row) under ``dense/`` and enter them into the manifest."""
+    storage = meta.get("storage", "float32")
     files = _encode_vectors(vectors, storage)
-    meta = {**encoder.config(), "storage": storage, "count": int(len(vectors)),
-            "truncated_docs": report.truncated, "longest_doc_tokens": report.longest_tokens,
-            "hnsw": hnsw.to_json() if hnsw else None}
+    meta = {**meta, "count": int(len(vectors)), "hnsw": hnsw.to_json() if hnsw else None}
+    dense_root = index_path / "dense"
+    slug = dense_slug(key)
     staging = dense_root / f"{slug}.staging"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
@@ -120,11 +135,10 @@ def build_dense(index: Any, encoder: BiEncoder, storage: str = "float32", hnsw: 
     if final.exists():
         os.rename(final, retired)
     os.rename(staging, final)
-    update_manifest(index.path, prefix=f"dense/{slug}/", section=("dense", key),
-                    section_value={"dir": f"dense/{slug}", "model": encoder.model_id, "precision": encoder.precision,
-                                   "dimension": encoder.dimension, "storage": storage})
+    update_manifest(index_path, prefix=f"dense/{slug}/", section=("dense", key),
+                    section_value={"dir": f"dense/{slug}", "model": meta["model"], "precision": meta["precision"],
+                                   "dimension": int(vectors.shape[1]), "storage": storage})
     shutil.rmtree(retired, ignore_errors=True)
-    shutil.rmtree(work, ignore_errors=True)
     return final
 
 

@@ -95,9 +95,12 @@ class SearchService:
             batcher = self._batchers[canonical] = MicroBatcher(lambda items: self._run_batch(parsed, items))
         answer = await batcher.submit((query, k))
         docs = answer.docs
-        hits = []
-        for rank, hit in enumerate(answer.hits, start=1):
-            doc = docs[hit.doc_id]
+        hits: list[dict[str, Any]] = []
+        for hit in answer.hits:
+            doc = docs.get(hit.doc_id)
+            if doc is None:  # deleted between retrieval and the document lookup
+                continue
+            rank = len(hits) + 1
             plain, marked = snippet(doc.text or doc.title, query, self.index.analyzer)
             hits.append({"rank": rank, "doc_id": hit.doc_id, "score": hit.score, "title": doc.title,
                          "title_html": highlight(doc.title, set(self.index.analyzer.analyze(query)),
