@@ -104,7 +104,7 @@ def search(
     opened, parsed = _open_pipeline(index_dir, pipeline)
     run = (parsed % top_k).transform([Query("query", query)], context=SearchContext())
     hits = run.results["query"]
-    docs = opened.docstore.get_many([h.doc_id for h in hits])
+    docs = opened.view().get_docs([h.doc_id for h in hits])
     if as_json:
         payload = {"query": query, "pipeline": str(parsed), "latency_ms": run.latency_ms(), "hits": [
             {"rank": r, "doc_id": h.doc_id, "score": h.score, "title": docs[h.doc_id].title}
@@ -218,7 +218,61 @@ def eval_(
         stdout.print(experiment_table(result, f"{collection.name} ({split})"))
 
 
-def _serve(index_dir: Path, host: str, port: int, pipelines: list[str] | None) -> None:
+@app.command()
+def add(
+    index_dir: Annotated[Path, typer.Argument(help="Index directory.")],
+    corpus: Annotated[Path, typer.Argument(help="Documents to add or replace (any corpus format).")],
+    batch_size: Annotated[int, typer.Option(min=1, help="Documents per durable log write.")] = 256,
+) -> None:
+    """Add documents to an index (same id: replace) without a rebuild."""
+    from rankstack.index import Index
+    from rankstack.index.live import IndexWriter
+    from rankstack.io import read_corpus
+
+    added = 0
+    with IndexWriter(Index.open(index_dir)) as writer, progress_bar(f"adding {corpus.name}") as advance:
+        batch = []
+        for doc in read_corpus(corpus):
+            batch.append(doc)
+            if len(batch) >= batch_size:
+                added += writer.add(batch)
+                advance(len(batch))
+                batch = []
+        added += writer.add(batch)
+        advance(len(batch))
+    stderr.print(f"added {added:,} documents to {index_dir}; rankstack compact folds them into the index files")
+
+
+@app.command()
+def delete(
+    index_dir: Annotated[Path, typer.Argument(help="Index directory.")],
+    doc_ids: Annotated[list[str], typer.Argument(help="Document ids to delete.")],
+) -> None:
+    """Delete documents by id; unknown ids are reported and the rest are deleted."""
+    from rankstack.index import Index
+    from rankstack.index.live import IndexWriter
+
+    with IndexWriter(Index.open(index_dir)) as writer:
+        report = writer.delete(doc_ids)
+    stderr.print(f"deleted {len(report.deleted):,} documents")
+    if report.unknown:
+        stderr.print(f"[yellow]not in the index (nothing to delete):[/] {', '.join(report.unknown)}")
+        raise typer.Exit(code=2 if not report.deleted else 0)
+
+
+@app.command()
+def compact(index_dir: Annotated[Path, typer.Argument(help="Index directory.")]) -> None:
+    """Fold logged changes into new index files (atomically; searches continue meanwhile)."""
+    from rankstack.index import Index
+    from rankstack.index.live import IndexWriter
+
+    started = time.perf_counter()
+    with IndexWriter(Index.open(index_dir)) as writer, progress_bar("compacting") as advance:
+        writer.compact(progress=advance)
+    stderr.print(f"compacted {index_dir} in {time.perf_counter() - started:.1f} s")
+
+
+def _serve(index_dir: Path, host: str, port: int, pipelines: list[str] | None, api_key: str | None = None) -> None:
     from rankstack.index import Index
     from rankstack.models.loading import require
 
@@ -227,7 +281,7 @@ def _serve(index_dir: Path, host: str, port: int, pipelines: list[str] | None) -
     from rankstack.serve.app import create_app
     from rankstack.serve.service import SearchService
 
-    service = SearchService.open(Index.open(index_dir), presets=pipelines or ())
+    service = SearchService.open(Index.open(index_dir), presets=pipelines or (), api_key=api_key)
     stderr.print(f"serving {service.index.num_docs:,} documents from {index_dir} on http://{host}:{port}/ "
                  f"(API under /v1, schema at /docs); Ctrl-C stops")
     uvicorn.run(create_app(service), host=host, port=port, log_level="warning")
@@ -240,9 +294,12 @@ def serve(
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port.")] = 8000,
     pipelines: Annotated[list[str] | None, typer.Option("--pipeline", "-p", help="Preset pipeline; repeatable.")
                          ] = None,
+    api_key: Annotated[str | None, typer.Option(envvar="RANKSTACK_API_KEY", help="Key that PUT/DELETE of "
+                                                "documents must present; without one the server is read-only.")
+                       ] = None,
 ) -> None:
     """Serve the HTTP API and the web search page for an index."""
-    _serve(index_dir, host, port, pipelines)
+    _serve(index_dir, host, port, pipelines, api_key)
 
 
 @app.command()
@@ -277,7 +334,7 @@ def _print_examples(opened, pipeline_text: str, queries: Sequence[str], top_k: i
     run_ = (pipeline % top_k).transform(query_list, context=SearchContext())
     for query in query_list:
         hits = run_.results[query.query_id]
-        docs = opened.docstore.get_many([h.doc_id for h in hits])
+        docs = opened.view().get_docs([h.doc_id for h in hits])
         table = Table(title=f"{query.text!r}  [{pipeline}]", title_justify="left")
         table.add_column("rank", justify="right")
         table.add_column("score", justify="right")

@@ -74,6 +74,14 @@ class RequestLimitError(RankstackError):
     """A request exceeds a configured bound (query length, number of hits)."""
 
 
+class AuthenticationError(RankstackError):
+    """A write request without the right API key."""
+
+
+class WritesDisabledError(RankstackError):
+    """The service was started without an API key, so it accepts no writes."""
+
+
 class MissingExtraError(RankstackError):
     """An optional dependency is not installed; the message names the extra to install."""
 
@@ -106,6 +114,8 @@ def exit_code_for(error: RankstackError) -> int:
 
 # One place that turns domain errors into HTTP statuses (most specific first).
 HTTP_STATUSES: list[tuple[type[RankstackError], int]] = [
+    (AuthenticationError, 401),
+    (WritesDisabledError, 403),
     (NotFoundError, 404),
     (RequestLimitError, 422),
     (EmptyInputError, 422),

@@ -108,3 +108,35 @@ def test_concurrent_requests_are_micro_batched(tiny_index: Index) -> None:
     assert [r.hits[0]["doc_id"] for r in results[:4]] == ["d1", "d2", "d5", "d4"]
     sizes = next(iter(service._batchers.values())).batch_sizes
     assert sum(sizes) == 32 and max(sizes) > 1
+
+
+@pytest.fixture
+def writable(tiny_index: Index):
+    with TestClient(create_app(SearchService.open(tiny_index, api_key="s3cret"))) as test_client:
+        yield test_client
+
+
+def test_writes_need_the_api_key_and_change_nothing_without_it(writable: TestClient, client: TestClient) -> None:
+    body = {"title": "Hamsters", "text": "hamsters run on wheels"}
+    assert writable.put("/v1/docs/n1", json=body).status_code == 401
+    assert writable.put("/v1/docs/n1", json=body, headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert writable.delete("/v1/docs/d1").status_code == 401
+    assert client.put("/v1/docs/n1", json=body, headers={"X-API-Key": "s3cret"}).status_code == 403  # read-only
+    assert writable.get("/v1/search", params={"q": "hamsters"}).json()["hits"] == []
+    assert writable.get("/v1/docs/d1").status_code == 200
+
+
+def test_put_and_delete_documents(writable: TestClient) -> None:
+    auth = {"Authorization": "Bearer s3cret"}
+    created = writable.put("/v1/docs/n1", json={"title": "Hamsters", "text": "hamsters run on wheels"}, headers=auth)
+    assert created.status_code == 200 and created.json() == {"doc_id": "n1", "status": "created"}
+    assert writable.get("/v1/search", params={"q": "hamsters"}).json()["hits"][0]["doc_id"] == "n1"
+    updated = writable.put("/v1/docs/n1", json={"text": "gerbils instead"}, headers=auth).json()
+    assert updated["status"] == "updated"
+    assert writable.get("/v1/search", params={"q": "hamsters"}).json()["hits"] == []
+    assert writable.delete("/v1/docs/n1", headers=auth).json() == {"doc_id": "n1", "status": "deleted"}
+    assert writable.get("/v1/docs/n1").status_code == 404
+    missing = writable.delete("/v1/docs/n1", headers=auth)
+    assert missing.status_code == 404 and "nothing was deleted" in missing.json()["error"]["message"]
+    bad = writable.put("/v1/docs/n2", json={"text": "x", "colour": "red"}, headers=auth)
+    assert bad.status_code == 422

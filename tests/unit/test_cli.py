@@ -112,3 +112,24 @@ def test_eval_report_writes_html_json_and_plots(tiny_beir: Path, tmp_path: Path,
     page = (report / "report.html").read_text()
     assert "data:image/png;base64," in page and "bm25(k1=2.0,b=1.0)" in page
     assert (report / "tradeoff.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_add_delete_compact(tiny_beir: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    index_dir = tmp_path / "idx"
+    assert invoke(["index", str(tiny_beir), "-o", str(index_dir)], monkeypatch, capsys)[0] == 0
+    extra = tmp_path / "more.jsonl"
+    extra.write_text('{"_id": "n1", "text": "hamsters run on wheels"}\n{"_id": "d4", "text": "goldfish gone"}\n')
+    code, _, err = invoke(["add", str(index_dir), str(extra)], monkeypatch, capsys)
+    assert code == 0 and "added 2 documents" in err
+    code, out, _ = invoke(["search", str(index_dir), "hamsters", "--json"], monkeypatch, capsys)
+    assert json.loads(out)["hits"][0]["doc_id"] == "n1"
+    code, _, err = invoke(["delete", str(index_dir), "n1", "ghost"], monkeypatch, capsys)
+    assert code == 0 and "deleted 1 documents" in err and "ghost" in err
+    code, _, err = invoke(["delete", str(index_dir), "ghost"], monkeypatch, capsys)
+    assert code == 2 and "not in the index" in err
+    code, _, err = invoke(["compact", str(index_dir)], monkeypatch, capsys)
+    assert code == 0 and "compacted" in err
+    code, out, _ = invoke(["search", str(index_dir), "goldfish", "--json"], monkeypatch, capsys)
+    assert [h["doc_id"] for h in json.loads(out)["hits"]] == ["d4"]
+    code, out, _ = invoke(["search", str(index_dir), "hamsters", "--json"], monkeypatch, capsys)
+    assert json.loads(out)["hits"] == []

@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Query, Request
+from fastapi import FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.templating import Jinja2Templates
@@ -32,6 +32,20 @@ class SearchRequest(BaseModel):
     query: str = Field(max_length=MAX_QUERY_CHARS, description="Query text.")
     k: int = Field(10, ge=1, le=MAX_K, description="Number of hits.")
     pipeline: str | None = Field(None, max_length=2000, description="Pipeline string; default: the server's.")
+
+
+class DocumentBody(BaseModel):
+    """Body of ``PUT /v1/docs/{doc_id}``; unknown keys are refused."""
+
+    model_config = ConfigDict(extra="forbid")
+    text: str = Field(max_length=1_000_000, description="Document text.")
+    title: str = Field("", max_length=10_000, description="Optional title.")
+
+
+def _presented_key(authorization: str | None, x_api_key: str | None) -> str | None:
+    if authorization and authorization.lower().startswith("bearer "):
+        return authorization[7:].strip()
+    return x_api_key
 
 
 def _error(status: int, kind: str, message: str, details: Any = None) -> JSONResponse:
@@ -87,6 +101,21 @@ def create_app(service: SearchService) -> FastAPI:
     @app.get("/v1/docs/{doc_id:path}")
     async def document(doc_id: str) -> dict[str, str]:
         return service.document(doc_id)
+
+    @app.put("/v1/docs/{doc_id:path}")
+    async def put_document(doc_id: str, body: DocumentBody,
+                           authorization: Annotated[str | None, Header()] = None,
+                           x_api_key: Annotated[str | None, Header()] = None) -> dict[str, str]:
+        """Add or replace a document (needs the API key the server was started with)."""
+        service.check_write_access(_presented_key(authorization, x_api_key))
+        return await service.put_document(doc_id, body.title, body.text)
+
+    @app.delete("/v1/docs/{doc_id:path}")
+    async def delete_document(doc_id: str, authorization: Annotated[str | None, Header()] = None,
+                              x_api_key: Annotated[str | None, Header()] = None) -> dict[str, str]:
+        """Delete a document (needs the API key the server was started with)."""
+        service.check_write_access(_presented_key(authorization, x_api_key))
+        return await service.delete_document(doc_id)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page(request: Request, q: str = "", k: int = 10, pipeline: str = "") -> HTMLResponse:

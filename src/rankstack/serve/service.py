@@ -2,19 +2,31 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import secrets
+import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rankstack.errors import EmptyInputError, NotFoundError, RequestLimitError
+from rankstack.errors import (
+    AuthenticationError,
+    EmptyInputError,
+    NotFoundError,
+    RequestLimitError,
+    WritesDisabledError,
+)
 from rankstack.index import Index
 from rankstack.serve.batching import MicroBatcher
 from rankstack.serve.snippets import highlight, snippet
 from rankstack.stages import Pipeline, SearchContext, parse_pipeline
 from rankstack.types import Doc, Hits, Query
+
+if TYPE_CHECKING:
+    from rankstack.index.live import IndexWriter
 
 logger = logging.getLogger(__name__)
 MAX_QUERY_CHARS = 1000
@@ -49,18 +61,21 @@ class SearchService:
     index: Index
     default_pipeline: str = "bm25"
     presets: list[str] = field(default_factory=list)
+    api_key: str | None = None
     max_query_chars: int = MAX_QUERY_CHARS
     max_k: int = MAX_K
     _pipelines: OrderedDict[str, Pipeline] = field(default_factory=OrderedDict)
     _batchers: dict[str, MicroBatcher[tuple[str, int], _Answer]] = field(default_factory=dict)
+    _write_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
-    def open(cls, index: Index, default_pipeline: str | None = None, presets: Sequence[str] = ()) -> SearchService:
+    def open(cls, index: Index, default_pipeline: str | None = None, presets: Sequence[str] = (),
+             api_key: str | None = None) -> SearchService:
         if not presets:
             presets = ["bm25"]
             if index.dense_keys():
                 presets += ["dense", "rrf(bm25,dense)", "bm25%100>>dense"]
-        service = cls(index, default_pipeline or presets[0], list(presets))
+        service = cls(index, default_pipeline or presets[0], list(presets), api_key or None)
         for text in service.presets:  # fail at start-up, not on the first request, and encode what is missing
             service.pipeline(text).prepare(None)
         return service
@@ -126,6 +141,37 @@ class SearchService:
         if doc is None:
             raise NotFoundError(f"no document with id '{doc_id}' in this index")
         return {"doc_id": doc.doc_id, "title": doc.title, "text": doc.text}
+
+    def check_write_access(self, presented: str | None) -> None:
+        if self.api_key is None:
+            raise WritesDisabledError("this server accepts no writes: start it with --api-key (or RANKSTACK_API_KEY)")
+        if presented is None or not secrets.compare_digest(presented.encode(), self.api_key.encode()):
+            raise AuthenticationError("a valid API key is required for writes: send 'Authorization: Bearer KEY'")
+
+    def _write(self, change: Callable[[IndexWriter], dict[str, str]]) -> dict[str, str]:
+        from rankstack.index.live import IndexWriter
+
+        with self._write_lock, IndexWriter(self.index) as writer:  # one writer, also across processes
+            return change(writer)
+
+    async def put_document(self, doc_id: str, title: str, text: str) -> dict[str, str]:
+        if not doc_id.strip():
+            raise EmptyInputError("the document id is empty")
+        existed = self.index.view().get_doc(doc_id) is not None
+
+        def change(writer: IndexWriter) -> dict[str, str]:
+            writer.add([Doc(doc_id, text, title)])
+            return {"doc_id": doc_id, "status": "updated" if existed else "created"}
+
+        return await asyncio.to_thread(self._write, change)
+
+    async def delete_document(self, doc_id: str) -> dict[str, str]:
+        def change(writer: IndexWriter) -> dict[str, str]:
+            if writer.delete([doc_id]).unknown:
+                raise NotFoundError(f"no document with id '{doc_id}' in this index; nothing was deleted")
+            return {"doc_id": doc_id, "status": "deleted"}
+
+        return await asyncio.to_thread(self._write, change)
 
     async def close(self) -> None:
         for batcher in self._batchers.values():
