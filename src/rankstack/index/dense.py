@@ -57,7 +57,7 @@ def _save_atomic(path: Path, array: np.ndarray) -> None:
     os.replace(temporary, path)
 
 
-def _encode_vectors(vectors: np.ndarray, storage: str) -> dict[str, np.ndarray]:
+def encode_vectors(vectors: np.ndarray, storage: str) -> dict[str, np.ndarray]:
     if storage == "float32":
         return {"vectors.npy": vectors.astype(np.float32)}
     if storage == "float16":
@@ -116,7 +116,7 @@ def write_dense_vectors(index_path: Path, key: str, meta: dict[str, Any], vector
                         hnsw: HnswParams | None = None) -> Path:
     """Store ``vectors`` (one row per index row) under ``dense/`` and enter them into the manifest."""
     storage = meta.get("storage", "float32")
-    files = _encode_vectors(vectors, storage)
+    files = encode_vectors(vectors, storage)
     meta = {**meta, "count": int(len(vectors)), "hnsw": hnsw.to_json() if hnsw else None}
     dense_root = index_path / "dense"
     slug = dense_slug(key)
