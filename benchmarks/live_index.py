@@ -97,8 +97,8 @@ def main() -> None:
         worst = 0.0
         for query_id, scores in fresh_run.items():
             assert list(run[query_id]) == list(scores), f"ranking differs for query {query_id}"
-            worst = max(worst, float(np.max(np.abs(np.array(list(run[query_id].values())) -
-                                                   np.array(list(scores.values())))), initial=0.0))
+            difference = np.abs(np.array(list(run[query_id].values())) - np.array(list(scores.values())))
+            worst = max(worst, float(difference.max()) if difference.size else 0.0)
         return worst
 
     result = {
