@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import time
@@ -15,12 +16,31 @@ from rich.markup import escape
 from rankstack import __version__
 from rankstack._console import ProgressBars, progress_bar, stderr, stdout
 from rankstack.errors import EmptyInputError, RankstackError, exit_code_for
+from rankstack.types import Run
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Multi-stage text ranking: index, search, run and evaluate pipelines.")
 logger = logging.getLogger("rankstack")
 
 PipelineOption = Annotated[str, typer.Option("--pipeline", "-p", help="Pipeline string, e.g. 'bm25%100'.")]
+RayOption = Annotated[str | None, typer.Option("--ray", help="Run on Ray: a cluster address (host:port) or 'local' "
+                                               "to start a local instance for this command.")]
+RayWorkersOption = Annotated[int | None, typer.Option("--ray-workers", min=1,
+                                                      help="Ray actors (default: one per CPU).")]
+
+
+@contextlib.contextmanager
+def _maybe_ray(address: str | None, workers: int | None):  # noqa: ANN202
+    """Inside: encoding and query runs go to Ray when ``address`` is given; otherwise nothing changes."""
+    if not address:
+        yield False
+        return
+    from rankstack.distributed.ray_backend import RayShardEncoder, ray_session
+    from rankstack.index.dense import remote_shard_encoding
+
+    with ray_session(address), remote_shard_encoding(lambda config: RayShardEncoder(config, workers)):
+        stderr.print(f"running on Ray ({address})")
+        yield True
 
 
 def _version(value: bool) -> None:
@@ -51,6 +71,8 @@ def index(
     hnsw: Annotated[bool, typer.Option("--hnsw", help="Also build and store an HNSW graph.")] = False,
     hnsw_m: Annotated[int, typer.Option(help="HNSW M (links per node).")] = 32,
     hnsw_ef_construction: Annotated[int, typer.Option(help="HNSW efConstruction.")] = 200,
+    ray: RayOption = None,
+    ray_workers: RayWorkersOption = None,
 ) -> None:
     """Build an index directory from a corpus; --dense adds vectors (to an existing index too)."""
     from rankstack.index import Index, build_index
@@ -70,7 +92,8 @@ def index(
 
         encoder = load_encoder(model, precision)
         started = time.perf_counter()
-        with progress_bar(f"encoding with {encoder.model_id} ({encoder.precision})", total=opened.num_docs) as adv:
+        with _maybe_ray(ray, ray_workers), \
+                progress_bar(f"encoding with {encoder.model_id} ({encoder.precision})", total=opened.num_docs) as adv:
             build_dense(opened, encoder, storage, HnswParams(hnsw_m, hnsw_ef_construction) if hnsw else None,
                         progress=adv)
         stderr.print(f"added {opened.num_docs:,} {encoder.dimension}-d vectors ({storage}) in "
@@ -133,9 +156,10 @@ def run(
     tag: Annotated[str, typer.Option(help="Run tag (last column).")] = "",
     ignore_identical_ids: Annotated[bool | None, typer.Option(
         "--ignore-identical-ids/--keep-identical-ids", help="Default: as recorded in the index.")] = None,
+    ray: RayOption = None,
+    ray_workers: RayWorkersOption = None,
 ) -> None:
     """Run a pipeline over a query file and write a TREC run file."""
-    from rankstack.experiment import run_queries
     from rankstack.io import read_queries, write_run
     from rankstack.stages import SearchContext
 
@@ -145,12 +169,26 @@ def run(
         raise EmptyInputError("no queries in the file", path=queries)
     ignore = opened.ignore_identical_ids if ignore_identical_ids is None else ignore_identical_ids
     context = SearchContext(ignore_identical_ids=ignore)
-    with progress_bar("searching", total=len(query_list), unit="queries") as advance:
-        result = run_queries(parsed % top_k, query_list, context, advance)
+    with _maybe_ray(ray, ray_workers) as on_ray, \
+            progress_bar("searching", total=len(query_list), unit="queries") as advance:
+        result = _run_pipeline(opened, parsed, query_list, context, top_k, on_ray, ray_workers, advance)
     write_run(result, output, tag or str(parsed))
     latency = ", ".join(f"{s} {ms:.2f} ms" for s, ms in result.latency_ms().items())
     stderr.print(f"wrote {sum(len(h) for h in result.results.values()):,} hits for {len(query_list):,} "
                  f"queries to {output} ({latency} per query)")
+
+
+def _run_pipeline(opened, pipeline, queries, context, top_k: int, on_ray: bool,  # noqa: ANN001
+                  workers: int | None, advance) -> Run:  # noqa: ANN001
+    """Run one pipeline over queries, in this process or partitioned across Ray actors."""
+    from rankstack.experiment import run_queries
+
+    if on_ray:
+        from rankstack.distributed.ray_backend import run_queries_on_ray
+
+        return run_queries_on_ray(str(opened.path.resolve()), str(pipeline), queries, top_k,
+                                  context.ignore_identical_ids, workers, progress=advance)
+    return run_queries(pipeline % top_k, queries, context, advance)
 
 
 @app.command("eval")
@@ -169,11 +207,15 @@ def eval_(
         "--ignore-identical-ids/--keep-identical-ids", help="Drop hits whose doc id equals the query id.")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     report: Annotated[Path | None, typer.Option(help="Write an HTML report, JSON and PNG plots here.")] = None,
+    save_runs: Annotated[Path | None, typer.Option(help="Write each system's TREC run file into this folder.")
+                         ] = None,
+    ray: RayOption = None,
+    ray_workers: RayWorkersOption = None,
 ) -> None:
     """Evaluate pipelines (and/or run files) on a test collection, with significance tests."""
     from rankstack.evaluate.measures import parse_measures
     from rankstack.evaluate.table import experiment_table
-    from rankstack.experiment import compare_systems, judged_queries, run_queries
+    from rankstack.experiment import compare_systems, judged_queries
     from rankstack.index.cache import open_or_build
     from rankstack.io import BeirDataset, read_run
     from rankstack.stages import SearchContext, parse_pipeline
@@ -193,13 +235,20 @@ def eval_(
             opened, built = open_or_build(collection.root, index_dir, advance)
         stderr.print(f"{'built' if built else 'reusing'} index {opened.path}")
         parsed = [parse_pipeline(p, opened) for p in pipelines]  # parse all before running any
-        with ProgressBars() as bars:
-            for pipeline in parsed:
-                pipeline.prepare(bars)
         context = SearchContext(ignore_identical_ids=ignore_identical_ids)
-        for pipeline in parsed:
-            with progress_bar(str(pipeline), total=len(queries), unit="queries") as advance:
-                named_runs.append((str(pipeline), run_queries(pipeline % top_k, queries, context, advance)))
+        with _maybe_ray(ray, ray_workers) as on_ray:
+            with ProgressBars() as bars:
+                for pipeline in parsed:
+                    pipeline.prepare(bars)
+            for pipeline in parsed:
+                with progress_bar(str(pipeline), total=len(queries), unit="queries") as advance:
+                    named_runs.append((str(pipeline), _run_pipeline(opened, pipeline, queries, context, top_k,
+                                                                    on_ray, ray_workers, advance)))
+        if save_runs is not None:
+            from rankstack.io import write_run
+
+            for position, (name, system_run) in enumerate(named_runs):
+                write_run(system_run, save_runs / f"system-{position}.run", name)
     for run_path in runs or []:
         named_runs.append((str(run_path), read_run(run_path)))
     if baseline < 0 or baseline >= len(named_runs):

@@ -14,7 +14,9 @@ import logging
 import os
 import re
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +40,21 @@ class HnswParams:
 
     def to_json(self) -> dict[str, int]:
         return {"M": self.m, "efConstruction": self.ef_construction}
+
+
+# Set by rankstack.distributed to encode shards on a cluster instead of in this process: a callable
+# taking the encoder's config and returning an object whose ``encode(jobs)`` yields finished shards.
+_SHARD_ENCODER: ContextVar[Callable[[dict[str, Any]], Any] | None] = ContextVar("shard_encoder", default=None)
+
+
+@contextmanager
+def remote_shard_encoding(factory: Callable[[dict[str, Any]], Any]) -> Iterator[None]:
+    """Within this block, build_dense encodes shards through ``factory(encoder_config).encode(jobs)``."""
+    token = _SHARD_ENCODER.set(factory)
+    try:
+        yield
+    finally:
+        _SHARD_ENCODER.reset(token)
 
 
 def vectors_key(model_id: str, precision: str) -> str:
@@ -90,19 +107,32 @@ def build_dense(index: Any, encoder: BiEncoder, storage: str = "float32", hnsw: 
     work.mkdir(parents=True, exist_ok=True)
     plan_path.write_text(json.dumps(plan))
     report = TruncationReport()
-    shards = []
+    shards, pending = [], []
     for number, start in enumerate(range(0, index.num_docs, shard_size)):
         shard = work / f"shard-{number:06d}.npy"
         shards.append(shard)
         count = min(shard_size, index.num_docs - start)
-        if shard.exists():
+        if shard.exists():  # finished by an earlier, interrupted run: never recomputed
             if progress is not None:
                 progress(count)
-            continue
-        docs = index.docstore.range(start, start + count)
-        _save_atomic(shard, encoder.encode_docs([d.contents for d in docs], report))
-        if progress is not None:
-            progress(count)
+        else:
+            pending.append((number, start, count))
+    remote = _SHARD_ENCODER.get()
+    if remote is not None and pending:
+        jobs = [(number, [d.contents for d in index.docstore.range(start, start + count)])
+                for number, start, count in pending]
+        for number, vectors, (texts, truncated, longest) in remote(encoder.config()).encode(jobs):
+            _save_atomic(shards[number], vectors)
+            report.texts, report.truncated = report.texts + texts, report.truncated + truncated
+            report.longest_tokens = max(report.longest_tokens, longest)
+            if progress is not None:
+                progress(len(vectors))
+    else:
+        for number, start, count in pending:
+            docs = index.docstore.range(start, start + count)
+            _save_atomic(shards[number], encoder.encode_docs([d.contents for d in docs], report))
+            if progress is not None:
+                progress(count)
     report.warn("documents", encoder.max_tokens)
     vectors = np.concatenate([np.load(s) for s in shards]) if shards else np.zeros((0, encoder.dimension))
     meta = {**encoder.config(), "storage": storage, "truncated_docs": report.truncated,

@@ -1,0 +1,1 @@
+"""Scale-out on Ray (``pip install 'rankstack[ray]'``): sharded encoding and partitioned query runs."""
