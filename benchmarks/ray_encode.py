@@ -44,8 +44,8 @@ def encode(index: Index, encoder, workers: int | None) -> tuple[float, np.ndarra
         build_dense(index, encoder)
     else:
         pool = RayShardEncoder(encoder.config(), workers)
-        pool.worker_pids()  # models loaded in every worker before the clock matters less than fairness:
-        started = time.perf_counter()  # count encoding, not actor start-up (reported separately)
+        pool.worker_pids()  # returns once every actor has loaded its model
+        started = time.perf_counter()  # time the encoding; actor start-up is reported separately
         with remote_shard_encoding(lambda config: pool):
             build_dense(index, encoder)
     seconds = time.perf_counter() - started
