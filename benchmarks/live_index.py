@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import random
 import sys
 import tempfile
@@ -20,6 +18,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _machine import machine_info
 
 from rankstack.evaluate import evaluate
 from rankstack.index import Index, build_index
@@ -103,7 +102,7 @@ def main() -> None:
 
     result = {
         "benchmark": "live_index", "dataset": "scifact", "docs": len(docs), "initial_docs": half,
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
+        "machine": machine_info(),
         "add": {"docs": len(docs) - half, "batch_size": args.batch_size, "seconds": added_seconds,
                 "docs_per_s": (len(docs) - half) / added_seconds},
         "delete": {"docs": len(report.deleted), "seconds": delete_seconds},

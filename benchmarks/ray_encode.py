@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import secrets
 import sys
 import tempfile
@@ -26,6 +25,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RANKSTACK_RAY_NODE_IP", "127.0.0.2")
 
 import numpy as np  # noqa: E402
+from _machine import machine_info  # noqa: E402
 
 from rankstack.distributed.ray_backend import RayShardEncoder, ray_session  # noqa: E402
 from rankstack.index import Index, build_index  # noqa: E402
@@ -88,7 +88,7 @@ def main() -> None:
                       file=sys.stderr)
     report = {"benchmark": "ray_encode", "dataset": "scifact", "docs": len(reference),
               "model": encoder.model_id, "precision": encoder.precision,
-              "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
+              "machine": machine_info(),
               "note": "local Ray instance on this 2-core machine; each worker actor has num_cpus=1", "results": results}
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")

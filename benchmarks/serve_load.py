@@ -13,8 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import platform
 import socket
 import statistics
 import subprocess
@@ -24,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from _machine import machine_info
 
 from rankstack.index.cache import open_or_build
 from rankstack.io import BeirDataset
@@ -131,7 +130,7 @@ def main() -> None:
     total_errors = sum(row["errors"] for rows in results.values() for row in rows)
     report = {
         "benchmark": "serve_load", "dataset": "scifact", "pipelines": PIPELINES,
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
+        "machine": machine_info(),
         "settings": {"requests_per_setting": args.requests, "seconds_cap": args.seconds, "k": 10,
                      "target": "loopback only (127.0.0.1)"},
         "results": results,
