@@ -321,6 +321,36 @@ def compact(index_dir: Annotated[Path, typer.Argument(help="Index directory.")])
     stderr.print(f"compacted {index_dir} in {time.perf_counter() - started:.1f} s")
 
 
+train_app = typer.Typer(no_args_is_help=True, help="Fine-tune rankers on a collection's relevance judgements.")
+app.add_typer(train_app, name="train")
+
+
+@train_app.command("bi-encoder")
+def train_bi_encoder_command(
+    dataset: Annotated[Path, typer.Argument(help="BEIR directory with qrels for the training split.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Directory for the trained model.")],
+    base: Annotated[str, typer.Option(help="Starting model: local path or Hugging Face id.")] = "default",
+    split: Annotated[str, typer.Option(help="Qrels split to train on.")] = "train",
+    epochs: Annotated[int, typer.Option(min=1)] = 1,
+    batch_size: Annotated[int, typer.Option(min=2)] = 32,
+    learning_rate: Annotated[float, typer.Option()] = 2e-5,
+    seed: Annotated[int, typer.Option()] = 42,
+    miner: Annotated[str, typer.Option(help="Pipeline that mines hard negatives.")] = "bm25%30",
+    max_steps: Annotated[int, typer.Option(help="Stop after this many steps (-1: all epochs).")] = -1,
+) -> None:
+    """Fine-tune a bi-encoder (in-batch + mined hard negatives); resumes from checkpoints if interrupted."""
+    from rankstack.index.cache import open_or_build
+    from rankstack.io import BeirDataset
+    from rankstack.train.bi_encoder import train_bi_encoder
+
+    with progress_bar("indexing for negative mining") as advance:
+        opened, _ = open_or_build(BeirDataset.open(dataset).root, None, advance)
+    card = train_bi_encoder(dataset, output, opened, base, split, epochs, batch_size, learning_rate, seed, miner,
+                            max_steps=max_steps)
+    stderr.print(f"saved {card['kept']} model to {output} in {card['train_seconds']:.0f} s; dev nDCG@10 "
+                 f"{card['dev_ndcg@10']}")
+
+
 def _serve(index_dir: Path, host: str, port: int, pipelines: list[str] | None, api_key: str | None = None) -> None:
     from rankstack.index import Index
     from rankstack.models.loading import require

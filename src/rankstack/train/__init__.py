@@ -1,0 +1,1 @@
+"""Fine-tuning rankers on relevance data (``pip install 'rankstack[train]'``)."""

@@ -1,0 +1,85 @@
+"""Training examples from a collection's qrels, with hard negatives mined by a first-stage pipeline."""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rankstack.errors import EmptyInputError
+from rankstack.io import BeirDataset
+from rankstack.stages import SearchContext, parse_pipeline
+from rankstack.types import Query
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainingData:
+    triples: list[tuple[str, str, str]]  # (query, positive document, hard negative document)
+    dev_queries: list[Query]
+    skipped: dict[str, int] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"triples": len(self.triples), "dev_queries": len(self.dev_queries), "skipped": self.skipped}
+
+
+def mine_triples(dataset: BeirDataset, index: Any, split: str = "train", miner: str = "bm25%30",
+                 negatives_per_positive: int = 1, dev_fraction: float = 0.1, seed: int = 42) -> TrainingData:
+    """One (query, positive, negative) triple per positive and negative; negatives are the miner's
+    highest-ranked documents that are not judged relevant. A seeded fraction of the queries is held
+    out as a dev set for model selection."""
+    qrels = dataset.qrels(split)
+    queries = {q.query_id: q for q in dataset.queries()}
+    known_docs = index.view().doc_positions
+    skipped = {"qrels_unknown_query": 0, "qrels_unknown_document": 0}
+    positives: dict[str, list[str]] = {}
+    judged: dict[str, set[str]] = {}
+    for qrel in qrels:
+        if qrel.query_id not in queries:
+            skipped["qrels_unknown_query"] += 1
+            continue
+        if qrel.doc_id not in known_docs:
+            skipped["qrels_unknown_document"] += 1
+            continue
+        judged.setdefault(qrel.query_id, set()).add(qrel.doc_id)
+        if qrel.relevance > 0:
+            positives.setdefault(qrel.query_id, []).append(qrel.doc_id)
+    if any(skipped.values()):
+        logger.warning("skipped qrels rows naming unknown queries (%d) or documents (%d)",
+                       skipped["qrels_unknown_query"], skipped["qrels_unknown_document"])
+    if not positives:
+        raise EmptyInputError(f"the '{split}' qrels of {dataset.root} have no positive judgements for known queries "
+                              f"and documents; nothing to train on")
+    query_ids = sorted(positives)
+    random.Random(seed).shuffle(query_ids)
+    dev_count = int(len(query_ids) * dev_fraction)
+    dev_ids, train_ids = set(query_ids[:dev_count]), query_ids[dev_count:]
+    train_queries = [queries[q] for q in sorted(train_ids)]
+    mined = parse_pipeline(miner, index).transform(train_queries, context=SearchContext(ignore_identical_ids=True))
+    docs = index.view().get_docs(sorted({d for q in train_queries for d in positives[q.query_id]} |
+                                        {h.doc_id for q in train_queries for h in mined[q.query_id]}))
+    triples = []
+    for query in train_queries:
+        negatives = [h.doc_id for h in mined[query.query_id] if h.doc_id not in judged[query.query_id]]
+        if not negatives:
+            skipped["queries_without_negatives"] = skipped.get("queries_without_negatives", 0) + 1
+            continue
+        for position, positive in enumerate(positives[query.query_id]):
+            for k in range(negatives_per_positive):
+                negative = negatives[(position * negatives_per_positive + k) % len(negatives)]
+                triples.append((query.text, docs[positive].contents, docs[negative].contents))
+    return TrainingData(triples, [queries[q] for q in sorted(dev_ids)], skipped)
+
+
+def dev_qrels(dataset: BeirDataset, split: str, dev: list[Query]) -> list[Any]:
+    wanted = {q.query_id for q in dev}
+    return [q for q in dataset.qrels(split) if q.query_id in wanted]
+
+
+def write_model_card(path: Path, card: dict[str, Any]) -> None:
+    import json
+
+    (path / "rankstack_training.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
