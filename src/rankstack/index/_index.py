@@ -175,8 +175,7 @@ class Index:
         self.path = segment.path
         self._segment = segment
         self._live: Any = None  # LiveView once changes are logged
-        self._log_offset = 0
-        self._applied = 0  # log records already in ``_live``
+        self._log_offset = 0  # bytes of the change log already applied to ``_live``
         self._log_identity: tuple[int, int] | None = None
         self._refresh_lock = Lock()
         self._reopen_lock = Lock()
@@ -262,7 +261,6 @@ class Index:
             self._segment = Segment.open(self.path, verify_checksums=False)
             self._live = None
             self._log_offset = 0
-            self._applied = 0
             self._log_identity = None
 
     def close(self) -> None:

@@ -21,13 +21,14 @@ def _encode(record: dict[str, Any]) -> bytes:
     return b"%08x " % zlib.crc32(payload) + payload + b"\n"
 
 
-def read_log(path: Path) -> tuple[list[dict[str, Any]], int]:
-    """All intact records, and the byte length they occupy (anything after is a torn write)."""
+def read_log(path: Path, start: int = 0) -> tuple[list[dict[str, Any]], int]:
+    """Intact records from byte ``start`` on, and the offset where they end (after it: a torn write)."""
     if not path.exists():
         return [], 0
     records: list[dict[str, Any]] = []
-    valid = 0
+    valid = start
     with open(path, "rb") as handle:
+        handle.seek(start)
         for line in handle:
             if not line.endswith(b"\n") or len(line) < 10:
                 break

@@ -240,12 +240,12 @@ def apply_log_tail(index: Index) -> None:
     if identity == index._log_identity:
         return
     with index._refresh_lock:
-        records, valid = read_log(log)
-        new = records[index._applied:]
+        if status.st_size < index._log_offset:  # a new, shorter log: start over
+            index._live, index._log_offset = None, 0
+        new, valid = read_log(log, index._log_offset)  # only what was appended since the last look
         if new:
             view = index._live if index._live is not None else empty_view(index.segment)
             index._live = view.apply(new, index.analyzer)
-        index._applied = len(records)
         index._log_offset = valid
         index._log_identity = identity
 
