@@ -47,7 +47,10 @@ def train_bi_encoder(dataset_dir: str | Path, output: str | Path, index: Index, 
     sentence_transformers = require("sentence_transformers", "train", "Training")
     datasets = require("datasets", "train", "Training")
     require("accelerate", "train", "Training")
-    from sentence_transformers.losses import MultipleNegativesRankingLoss
+    try:  # sentence-transformers >= 6 moved the losses; older releases have them at the top level
+        from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+    except ImportError:
+        from sentence_transformers.losses import MultipleNegativesRankingLoss
 
     started = time.perf_counter()
     output = Path(output)
