@@ -50,7 +50,7 @@ def train_bi_encoder(dataset_dir: str | Path, output: str | Path, index: Index, 
     try:  # sentence-transformers >= 6 moved the losses; older releases have them at the top level
         from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
     except ImportError:
-        from sentence_transformers.losses import MultipleNegativesRankingLoss
+        from sentence_transformers.losses import MultipleNegativesRankingLoss  # type: ignore[no-redef]
 
     started = time.perf_counter()
     output = Path(output)
