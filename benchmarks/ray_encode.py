@@ -25,7 +25,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RANKSTACK_RAY_NODE_IP", "127.0.0.2")
 
 import numpy as np  # noqa: E402
-from _machine import machine_info  # noqa: E402
+from _common import machine_info, require_data  # noqa: E402
 
 from rankstack.distributed.ray_backend import RayShardEncoder, ray_session  # noqa: E402
 from rankstack.index import Index, build_index  # noqa: E402
@@ -61,9 +61,7 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     parser.add_argument("--precision", default="auto")
     args = parser.parse_args()
-    if not args.data.is_dir():
-        print(f"SciFact not found at {args.data}; pass --data", file=sys.stderr)
-        raise SystemExit(2)
+    require_data(args.data)
     dataset = BeirDataset.open(args.data)
     encoder = load_encoder("default", args.precision)
     results = {}

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from _machine import machine_info
+from _common import machine_info, require_data
 
 from rankstack.index.cache import open_or_build
 from rankstack.io import BeirDataset
@@ -101,9 +101,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=600, help="requests per setting (upper bound)")
     parser.add_argument("--seconds", type=float, default=60.0, help="time cap per setting")
     args = parser.parse_args()
-    if not args.data.is_dir():
-        print(f"SciFact not found at {args.data}; pass --data", file=sys.stderr)
-        raise SystemExit(2)
+    require_data(args.data)
     dataset = BeirDataset.open(args.data)
     index, _ = open_or_build(dataset.root)
     parse_pipeline("dense", index).prepare(None)  # vectors for the neural pipeline, built once

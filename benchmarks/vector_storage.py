@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from _common import require_data
 
 from rankstack.evaluate import evaluate
 from rankstack.index.cache import open_or_build
@@ -34,9 +35,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     args = parser.parse_args()
-    if not args.data.is_dir():
-        print(f"SciFact not found at {args.data}; pass --data", file=sys.stderr)
-        raise SystemExit(2)
+    require_data(args.data)
     dataset = BeirDataset.open(args.data)
     index, _ = open_or_build(dataset.root)
     parse_pipeline("dense(precision=fp32)", index).prepare(None)

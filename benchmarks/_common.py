@@ -1,11 +1,14 @@
-"""What every benchmark records about the machine it ran on."""
+"""Shared by the benchmarks: machine facts, timing, and the check that the data is there."""
 
 from __future__ import annotations
 
 import os
 import platform
-from collections.abc import Sequence
+import sys
+import time
+from collections.abc import Callable, Sequence
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 
@@ -29,3 +32,21 @@ def machine_info(packages: Sequence[str] = (), **extra: Any) -> dict[str, Any]:
         "versions": {name: version(name) for name in ("rankstack", "numpy", *packages)},
         **extra,
     }
+
+
+def best_time(fn: Callable[[], Any], repeats: int) -> float:
+    """Best wall time of ``repeats`` calls after one untimed warm-up (the minimum is least noisy)."""
+    fn()
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def require_data(path: Path, name: str = "SciFact") -> None:
+    """Exit with a clear message (status 2) when the collection is not where the benchmark looks."""
+    if not path.is_dir():
+        print(f"{name} not found at {path}; pass --data", file=sys.stderr)
+        raise SystemExit(2)
