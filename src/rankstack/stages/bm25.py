@@ -10,7 +10,7 @@ import numpy as np
 from rankstack.errors import PipelineError
 from rankstack.stages._ranking import top_rows
 from rankstack.stages.base import DEFAULT_RETRIEVAL_DEPTH, ProgressFactory, SearchContext, Stage
-from rankstack.stages.registry import coerce_params, register_stage
+from rankstack.stages.registry import register_keyword_stage
 from rankstack.types import Query, Run, ScoredDoc
 
 _MIN_SCORE = float(np.finfo(np.float32).tiny)  # a document matching no query term scores 0: never a hit
@@ -83,8 +83,4 @@ class BM25(Stage):
         return result
 
 
-@register_stage("bm25")
-def _make_bm25(index: Any, *positional: Any, **params: Any) -> BM25:
-    if positional:
-        raise PipelineError("bm25 takes only keyword parameters, e.g. bm25(k1=0.9,b=0.4)")
-    return BM25(index, **coerce_params("bm25", params, _DEFAULTS))
+register_keyword_stage("bm25", BM25, _DEFAULTS)

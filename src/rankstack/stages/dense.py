@@ -12,7 +12,7 @@ from rankstack.errors import PipelineError, RankstackError
 from rankstack.models.loading import canonical_model_id
 from rankstack.stages._ranking import top_rows
 from rankstack.stages.base import DEFAULT_RETRIEVAL_DEPTH, ProgressFactory, SearchContext, Stage
-from rankstack.stages.registry import coerce_params, register_stage
+from rankstack.stages.registry import register_keyword_stage
 from rankstack.types import Query, Run, ScoredDoc
 
 _DEFAULTS: dict[str, Any] = {"model": "default", "precision": "auto", "search": "exact", "ef_search": 256,
@@ -165,8 +165,4 @@ class Dense(Stage):
         return matrix
 
 
-@register_stage("dense")
-def _make_dense(index: Any, *positional: Any, **params: Any) -> Dense:
-    if positional:
-        raise PipelineError("dense takes only keyword parameters, e.g. dense(model=sentence-transformers/...)")
-    return Dense(index, **coerce_params("dense", params, _DEFAULTS))
+register_keyword_stage("dense", Dense, _DEFAULTS)

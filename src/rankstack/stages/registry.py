@@ -22,6 +22,17 @@ def register_stage(name: str) -> Callable[[StageFactory], StageFactory]:
     return decorator
 
 
+def register_keyword_stage(name: str, stage_class: Callable[..., Any], defaults: dict[str, Any]) -> None:
+    """Register a stage built from its index and keyword parameters only (no sub-pipelines)."""
+    def factory(index: Any, *positional: Any, **params: Any) -> Any:
+        if positional:
+            example = ",".join(f"{key}=..." for key in defaults)
+            raise PipelineError(f"{name} takes only keyword parameters: {name}({example})")
+        return stage_class(index, **coerce_params(name, params, defaults))
+
+    register_stage(name)(factory)
+
+
 def stage_names() -> list[str]:
     _load_builtin_stages()
     return sorted(_FACTORIES)

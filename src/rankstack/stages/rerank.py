@@ -18,7 +18,7 @@ import numpy as np
 from rankstack.errors import PipelineError
 from rankstack.models.loading import describe_load_failure, require, resolve_model_location
 from rankstack.stages.base import SearchContext, Stage, candidate_texts
-from rankstack.stages.registry import coerce_params, register_stage
+from rankstack.stages.registry import register_keyword_stage
 from rankstack.types import Query, Run, ScoredDoc
 
 logger = logging.getLogger(__name__)
@@ -188,24 +188,6 @@ _MONO_DEFAULTS: dict[str, Any] = {"model": "castorini/monot5-base-msmarco", "bat
 _DUO_DEFAULTS: dict[str, Any] = {"model": "castorini/duot5-base-msmarco", "batch_size": 16, "top_k": 10}
 
 
-def _keywords_only(name: str, positional: tuple[Any, ...]) -> None:
-    if positional:
-        raise PipelineError(f"{name} takes only keyword parameters, e.g. {name}(model=...)")
-
-
-@register_stage("cross_encoder")
-def _make_cross_encoder(index: Any, *positional: Any, **params: Any) -> CrossEncoderReranker:
-    _keywords_only("cross_encoder", positional)
-    return CrossEncoderReranker(index, **coerce_params("cross_encoder", params, _CROSS_DEFAULTS))
-
-
-@register_stage("mono_t5")
-def _make_mono_t5(index: Any, *positional: Any, **params: Any) -> MonoT5:
-    _keywords_only("mono_t5", positional)
-    return MonoT5(index, **coerce_params("mono_t5", params, _MONO_DEFAULTS))
-
-
-@register_stage("duo_t5")
-def _make_duo_t5(index: Any, *positional: Any, **params: Any) -> DuoT5:
-    _keywords_only("duo_t5", positional)
-    return DuoT5(index, **coerce_params("duo_t5", params, _DUO_DEFAULTS))
+register_keyword_stage("cross_encoder", CrossEncoderReranker, _CROSS_DEFAULTS)
+register_keyword_stage("mono_t5", MonoT5, _MONO_DEFAULTS)
+register_keyword_stage("duo_t5", DuoT5, _DUO_DEFAULTS)
