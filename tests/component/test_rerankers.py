@@ -113,7 +113,7 @@ def test_long_inputs_are_counted_in_a_warning(tiny_index: Index, tiny_cross_enco
     with caplog.at_level(logging.WARNING):
         stage.pipeline().transform([Query("q1", "cats")], Run.from_scores({"q1": {"d1": 1.0, "d2": 0.5}}),
                                    SearchContext(texts={"d1": "word " * 100, "d2": "short"}))
-    assert "1 of 2 query-document pairs were longer than the model's 16-token window" in caplog.text
+    assert "1 of 2 cross_encoder inputs were longer than the model's window" in caplog.text
 
 
 def test_split_passages_covers_every_token() -> None:

@@ -43,6 +43,14 @@ def resolve_precision(precision: str) -> str:
     return precision
 
 
+def precision_context(precision: str) -> contextlib.AbstractContextManager[Any]:
+    """bf16 autocast on the CPU for ``bf16``; nothing for fp32 (int8 is applied to the model instead)."""
+    if precision == "bf16":
+        torch = require("torch", "dense", "bf16 inference")
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 @dataclass
 class TruncationReport:
     texts: int = 0
@@ -93,11 +101,6 @@ class BiEncoder:
         self.normalize = any(type(m).__name__ == "Normalize" for m in self._model)
         self.similarity = "cosine" if self.normalize else str(getattr(self._model, "similarity_fn_name", "dot"))
 
-    def _precision_context(self) -> contextlib.AbstractContextManager[Any]:
-        if self.precision == "bf16":
-            return self._torch.autocast("cpu", dtype=self._torch.bfloat16)
-        return contextlib.nullcontext()
-
     def token_lengths(self, texts: Sequence[str]) -> list[int]:
         tokenizer = self._model.tokenizer
         return [len(ids) for ids in tokenizer(list(texts), add_special_tokens=True, truncation=False,
@@ -106,7 +109,7 @@ class BiEncoder:
     def _encode(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
-        with self._torch.inference_mode(), self._precision_context():
+        with self._torch.inference_mode(), precision_context(self.precision):
             vectors = self._model.encode(list(texts), batch_size=self.batch_size, convert_to_tensor=True,
                                          show_progress_bar=False)
         return vectors.float().cpu().numpy().astype(np.float32, copy=False)

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from rankstack.errors import PipelineError
+from rankstack.models.encoder import precision_context, resolve_precision
 from rankstack.models.loading import describe_load_failure, require, resolve_model_location
 from rankstack.stages.base import SearchContext, Stage, candidate_texts
 from rankstack.stages.registry import register_keyword_stage
@@ -24,12 +25,9 @@ from rankstack.types import Query, Run, ScoredDoc
 logger = logging.getLogger(__name__)
 
 
-def _warn_truncated(tokenizer: Any, texts: list[str], limit: int, what: str) -> None:
+def _count_truncated(tokenizer: Any, texts: list[str], limit: int) -> int:
     lengths = [len(ids) for ids in tokenizer(texts, truncation=False, verbose=False)["input_ids"]]
-    over = sum(1 for n in lengths if n > limit)
-    if over:
-        logger.warning("%d of %d %s were longer than the model's %d-token window and were truncated; wrap the "
-                       "stage in passages(...) to score every part", over, len(texts), what, limit)
+    return sum(1 for n in lengths if n > limit)
 
 
 class _Reranker(Stage):
@@ -43,6 +41,7 @@ class _Reranker(Stage):
         self.index = index
         self.model = model
         self.batch_size = batch_size
+        self._truncated = self._inputs = 0
 
     def prepare(self, as_first_stage: bool, progress: Any) -> None:
         _ = self.loaded  # load now, so the first batch's timing does not include it
@@ -55,13 +54,21 @@ class _Reranker(Stage):
         if candidates is None:
             raise PipelineError(f"{self.name} reranks the candidates of an earlier stage: bm25%100>>{self}")
         run = Run()
+        self._truncated, self._inputs = 0, 0
         for query in queries:
             hits = list(candidates.results.get(query.query_id) or [])
             doc_ids = [h.doc_id for h in hits]
             scores = self.score(query.text, candidate_texts(self.index, doc_ids, context)) if hits else []
             run.set(query.query_id, [ScoredDoc(query.query_id, d, float(s)) for d, s in zip(doc_ids, scores,
                                                                                             strict=True)])
+        if self._truncated:  # one warning per batch of queries, not one per query
+            logger.warning("%d of %d %s inputs were longer than the model's window and were truncated; wrap the "
+                           "stage in passages(...) to score every part", self._truncated, self._inputs, self.name)
         return run
+
+    def note_truncation(self, tokenizer: Any, texts: list[str], limit: int) -> None:
+        self._truncated += _count_truncated(tokenizer, texts, limit)
+        self._inputs += len(texts)
 
     def score(self, query: str, texts: list[str]) -> Sequence[float]:
         raise NotImplementedError
@@ -72,15 +79,19 @@ class CrossEncoderReranker(_Reranker):
 
     name = "cross_encoder"
 
-    def __init__(self, index: Any, model: str = "", batch_size: int = 32, max_length: int = 512) -> None:
+    def __init__(self, index: Any, model: str = "", batch_size: int = 32, max_length: int = 512,
+                 precision: str = "auto") -> None:
         super().__init__(index, model, batch_size)
         self.max_length = max_length
+        self.precision = precision
+        resolve_precision(precision)  # reject unknown values when the pipeline is built
 
     def params(self) -> dict[str, Any]:
-        return {"model": self.model, "batch_size": self.batch_size, "max_length": self.max_length}
+        return {"model": self.model, "batch_size": self.batch_size, "max_length": self.max_length,
+                "precision": self.precision}
 
     def defaults(self) -> dict[str, Any]:
-        return {"model": "", "batch_size": 32, "max_length": 512}
+        return dict(_CROSS_DEFAULTS)
 
     @cached_property
     def loaded(self) -> Any:
@@ -93,9 +104,10 @@ class CrossEncoderReranker(_Reranker):
 
     def score(self, query: str, texts: list[str]) -> Sequence[float]:
         model = self.loaded
-        _warn_truncated(model.tokenizer, [f"{query} {t}" for t in texts], self.max_length, "query-document pairs")
-        scores = model.predict([(query, t) for t in texts], batch_size=self.batch_size, show_progress_bar=False,
-                               convert_to_numpy=True)
+        self.note_truncation(model.tokenizer, [f"{query} {t}" for t in texts], self.max_length)
+        with precision_context(resolve_precision(self.precision)):
+            scores = model.predict([(query, t) for t in texts], batch_size=self.batch_size,
+                                   show_progress_bar=False, convert_to_numpy=True)
         return np.asarray(scores, dtype=np.float32).reshape(len(texts), -1)[:, -1].tolist()
 
 
@@ -119,7 +131,7 @@ class _T5Ranker(_Reranker):
             return np.zeros(0, dtype=np.float32)
         torch = require("torch", "rerank", "T5 reranking")
         tokenizer, model, true_id, false_id = self.loaded
-        _warn_truncated(tokenizer, prompts, 512, "inputs")
+        self.note_truncation(tokenizer, prompts, 512)
         results = []
         with torch.inference_mode():
             for start in range(0, len(prompts), self.batch_size):
@@ -143,7 +155,7 @@ class MonoT5(_T5Ranker):
         return {"model": self.model, "batch_size": self.batch_size}
 
     def defaults(self) -> dict[str, Any]:
-        return {"model": "castorini/monot5-base-msmarco", "batch_size": 16}
+        return dict(_MONO_DEFAULTS)
 
     def score(self, query: str, texts: list[str]) -> Sequence[float]:
         return self.true_log_probabilities([f"Query: {query} Document: {t} Relevant:" for t in texts]).tolist()
@@ -167,7 +179,7 @@ class DuoT5(_T5Ranker):
         return {"model": self.model, "batch_size": self.batch_size, "top_k": self.top_k}
 
     def defaults(self) -> dict[str, Any]:
-        return {"model": "castorini/duot5-base-msmarco", "batch_size": 16, "top_k": 10}
+        return dict(_DUO_DEFAULTS)
 
     def score(self, query: str, texts: list[str]) -> Sequence[float]:
         head = texts[:self.top_k]
@@ -183,7 +195,7 @@ class DuoT5(_T5Ranker):
         return [*sym_sum, *tail]
 
 
-_CROSS_DEFAULTS: dict[str, Any] = {"model": "", "batch_size": 32, "max_length": 512}
+_CROSS_DEFAULTS: dict[str, Any] = {"model": "", "batch_size": 32, "max_length": 512, "precision": "auto"}
 _MONO_DEFAULTS: dict[str, Any] = {"model": "castorini/monot5-base-msmarco", "batch_size": 16}
 _DUO_DEFAULTS: dict[str, Any] = {"model": "castorini/duot5-base-msmarco", "batch_size": 16, "top_k": 10}
 

