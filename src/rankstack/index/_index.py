@@ -48,10 +48,6 @@ class Segment:
         return int(self.manifest["counts"]["docs"])
 
     @property
-    def num_rows(self) -> int:
-        return self.num_docs
-
-    @property
     def ignore_identical_ids(self) -> bool:
         return bool(self.manifest.get("ignore_identical_ids", False))
 
