@@ -105,11 +105,12 @@ EXIT_CODES: list[tuple[type[RankstackError], int]] = [
 ]
 
 
+def _first_match(table: list[tuple[type[RankstackError], int]], error: RankstackError, default: int) -> int:
+    return next((value for error_type, value in table if isinstance(error, error_type)), default)
+
+
 def exit_code_for(error: RankstackError) -> int:
-    for error_type, code in EXIT_CODES:
-        if isinstance(error, error_type):
-            return code
-    return 1
+    return _first_match(EXIT_CODES, error, 1)
 
 
 # One place that turns domain errors into HTTP statuses (most specific first).
@@ -129,7 +130,4 @@ HTTP_STATUSES: list[tuple[type[RankstackError], int]] = [
 
 
 def http_status_for(error: RankstackError) -> int:
-    for error_type, status in HTTP_STATUSES:
-        if isinstance(error, error_type):
-            return status
-    return 400
+    return _first_match(HTTP_STATUSES, error, 400)
