@@ -351,6 +351,36 @@ def train_bi_encoder_command(
                  f"{card['dev_ndcg@10']}")
 
 
+
+@train_app.command("cross-encoder")
+def train_cross_encoder_command(
+    dataset: Annotated[Path, typer.Argument(help="BEIR directory with qrels for the training split.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Directory for the trained model.")],
+    base: Annotated[str, typer.Option(help="Starting transformer: local path or Hugging Face id.")] = "default",
+    split: Annotated[str, typer.Option(help="Qrels split to train on.")] = "train",
+    epochs: Annotated[int, typer.Option(min=1)] = 2,
+    batch_size: Annotated[int, typer.Option(min=1, help="Queries per step.")] = 8,
+    learning_rate: Annotated[float, typer.Option()] = 3e-5,
+    negatives: Annotated[int, typer.Option(min=1, help="Mined hard negatives per positive.")] = 7,
+    max_length: Annotated[int, typer.Option(min=16, help="Tokens per (query, document) input.")] = 256,
+    seed: Annotated[int, typer.Option()] = 42,
+    miner: Annotated[str, typer.Option(help="Pipeline that mines hard negatives and gives the dev candidates.")]
+    = "bm25%30",
+    max_steps: Annotated[int, typer.Option(help="Stop after this many steps (-1: all epochs).")] = -1,
+) -> None:
+    """Fine-tune a cross-encoder reranker (listwise loss over mined hard negatives); resumes if interrupted."""
+    from rankstack.index.cache import open_or_build
+    from rankstack.io import BeirDataset
+    from rankstack.train.cross_encoder import train_cross_encoder
+
+    with progress_bar("indexing for negative mining") as advance:
+        opened, _ = open_or_build(BeirDataset.open(dataset).root, None, advance)
+    card = train_cross_encoder(dataset, output, opened, base, split, epochs, batch_size, learning_rate, seed, miner,
+                               negatives, max_length, max_steps=max_steps)
+    stderr.print(f"saved {card['kept']} model to {output} in {card['train_seconds']:.0f} s; dev nDCG@10 "
+                 f"{card['dev_ndcg@10']}")
+
+
 def _serve(index_dir: Path, host: str, port: int, pipelines: list[str] | None, api_key: str | None = None) -> None:
     from rankstack.index import Index
     from rankstack.models.loading import require

@@ -1,4 +1,4 @@
-"""Bi-encoder fine-tuning mechanics on a tiny collection with the bundled MiniLM weights."""
+"""Bi-encoder and cross-encoder fine-tuning mechanics on a tiny collection with the bundled MiniLM weights."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from transformers import TrainerCallback
 
 pytest.importorskip("datasets", reason="the train extra is not installed")
 pytest.importorskip("accelerate", reason="the train extra is not installed")
@@ -16,13 +17,14 @@ from rankstack.index import Index  # noqa: E402
 from rankstack.io import BeirDataset  # noqa: E402
 from rankstack.stages import parse_pipeline  # noqa: E402
 from rankstack.train.bi_encoder import train_bi_encoder  # noqa: E402
-from rankstack.train.data import mine_triples  # noqa: E402
+from rankstack.train.cross_encoder import train_cross_encoder  # noqa: E402
+from rankstack.train.data import mine_examples  # noqa: E402
 
 
 def test_mining_reports_unknown_ids_and_uses_unjudged_negatives(tiny_beir: Path, tiny_index: Index) -> None:
     with (tiny_beir / "qrels" / "test.tsv").open("a") as handle:
         handle.write("ghost\td1\t1\nq1\tno-such-doc\t1\n")
-    data = mine_triples(BeirDataset.open(tiny_beir), tiny_index, "test", dev_fraction=0.0)
+    data = mine_examples(BeirDataset.open(tiny_beir), tiny_index, "test", dev_fraction=0.0)
     assert data.skipped["qrels_unknown_query"] == 1 and data.skipped["qrels_unknown_document"] == 1
     assert data.triples and all(positive != negative for _, positive, negative in data.triples)
 
@@ -30,16 +32,67 @@ def test_mining_reports_unknown_ids_and_uses_unjudged_negatives(tiny_beir: Path,
 def test_no_positives_stops_with_a_clear_message(tiny_beir: Path, tiny_index: Index) -> None:
     (tiny_beir / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t0\n")
     with pytest.raises(EmptyInputError, match="no positive judgements"):
-        mine_triples(BeirDataset.open(tiny_beir), tiny_index, "test")
+        mine_examples(BeirDataset.open(tiny_beir), tiny_index, "test")
 
 
 def test_training_saves_a_loadable_model_with_a_card(tiny_beir: Path, tiny_index: Index, tmp_path: Path) -> None:
     output = tmp_path / "model"
     card = train_bi_encoder(tiny_beir, output, tiny_index, split="test", batch_size=2, max_steps=2,
                             dev_fraction=0.0)
-    assert card["kept"] == "fine-tuned" and card["data"]["triples"] > 0
+    assert card["kept"] == "fine-tuned" and card["data"]["examples"] > 0
     saved = json.loads((output / "rankstack_training.json").read_text())
     assert saved["parameters"]["seed"] == 42 and saved["base"] == "sentence-transformers/all-MiniLM-L6-v2"
     assert not list(tmp_path.glob(".model.*"))  # checkpoints and staging cleaned up
     hits = parse_pipeline(f"bm25%5>>dense(model={output},precision=fp32)", tiny_index).search("parrot feathers")
     assert len(hits) > 0
+
+
+def test_mined_examples_carry_the_requested_number_of_distinct_negatives(tiny_beir: Path, tiny_index: Index) -> None:
+    data = mine_examples(BeirDataset.open(tiny_beir), tiny_index, "test", negatives_per_positive=2, dev_fraction=0.0)
+    assert data.negatives_per_example == 2
+    assert all(positive not in negatives for _, positive, negatives in data.examples)
+    assert len(data.triples) == 2 * len(data.examples)
+
+
+def test_cross_encoder_training_saves_a_reranker_the_stage_loads(tiny_beir: Path, tiny_index: Index,
+                                                                  tmp_path: Path) -> None:
+    output = tmp_path / "reranker"
+    card = train_cross_encoder(tiny_beir, output, tiny_index, split="test", batch_size=2, max_steps=2, negatives=2,
+                               max_length=64, dev_fraction=0.0, precision="fp32")
+    assert card["kind"] == "cross-encoder" and card["data"]["negatives_per_example"] == 2
+    assert not list(tmp_path.glob(".reranker.*"))
+    stage = parse_pipeline(f"bm25%5>>cross_encoder(model={output},max_length=64,precision=fp32)", tiny_index)
+    hits = stage.search("parrot feathers")
+    assert len(hits) > 0 and all(h.score == h.score for h in hits)  # finite, not NaN
+
+
+class _Interrupt(TrainerCallback):
+    """Stops the run like Ctrl-C would, after the given step has been checkpointed."""
+
+    def __init__(self, at_step: int) -> None:
+        self.at_step = at_step
+
+    def on_step_end(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
+        if state.global_step > self.at_step:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("kind", ["bi-encoder", "cross-encoder"])
+def test_an_interrupted_run_resumes_from_its_last_checkpoint(kind: str, tiny_beir: Path, tiny_index: Index,
+                                                              tmp_path: Path) -> None:
+    output = tmp_path / "model"
+
+    def train(**extra):  # type: ignore[no-untyped-def]
+        common = {"split": "test", "batch_size": 2, "max_steps": 4, "save_steps": 2, "dev_fraction": 0.0, **extra}
+        if kind == "bi-encoder":
+            return train_bi_encoder(tiny_beir, output, tiny_index, **common)
+        return train_cross_encoder(tiny_beir, output, tiny_index, negatives=1, max_length=64, precision="fp32",
+                                   **common)
+
+    with pytest.raises(KeyboardInterrupt):
+        train(callbacks=[_Interrupt(at_step=2)])
+    assert not output.exists()  # nothing half-written at the output path
+    assert (tmp_path / ".model.checkpoints" / "checkpoint-2").is_dir()
+    card = train()
+    assert card["resumed_from"] == "checkpoint-2"
+    assert output.is_dir() and not (tmp_path / ".model.checkpoints").exists()

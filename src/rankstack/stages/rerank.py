@@ -95,10 +95,11 @@ class CrossEncoderReranker(_Reranker):
 
     @cached_property
     def loaded(self) -> Any:
-        sentence_transformers = require("sentence_transformers", "rerank", "Cross-encoder reranking")
+        require("sentence_transformers", "rerank", "Cross-encoder reranking")
+        from rankstack.models.cross_heads import load_cross_encoder
+
         try:
-            return sentence_transformers.CrossEncoder(resolve_model_location(self.model), device="cpu",
-                                                      max_length=self.max_length)
+            return load_cross_encoder(str(resolve_model_location(self.model)), self.max_length)
         except Exception as error:  # noqa: BLE001 - any loader failure becomes one clear message
             raise describe_load_failure(self.model, error) from None
 

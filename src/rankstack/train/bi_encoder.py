@@ -8,7 +8,6 @@ and the fine-tuned one, by dev nDCG@10, is saved).
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,8 @@ from rankstack.evaluate import evaluate
 from rankstack.index import Index
 from rankstack.io import BeirDataset
 from rankstack.models.loading import canonical_model_id, require, resolve_model_location
-from rankstack.train.data import dev_qrels, mine_triples, write_model_card
+from rankstack.train._run import checkpoint_folder, latest_checkpoint, save_with_card
+from rankstack.train.data import dev_qrels, mine_examples
 from rankstack.types import Query, Run
 
 logger = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ def _dev_ndcg(model: Any, index: Index, queries: list[Query], qrels: list[Any]) 
 def train_bi_encoder(dataset_dir: str | Path, output: str | Path, index: Index, base: str = "default",
                      split: str = "train", epochs: int = 1, batch_size: int = 32, learning_rate: float = 2e-5,
                      seed: int = 42, miner: str = "bm25%30", dev_fraction: float = 0.1, save_steps: int = 10,
-                     max_steps: int = -1) -> dict[str, Any]:
+                     max_steps: int = -1, callbacks: list[Any] | None = None) -> dict[str, Any]:
     sentence_transformers = require("sentence_transformers", "train", "Training")
     datasets = require("datasets", "train", "Training")
     require("accelerate", "train", "Training")
@@ -55,7 +55,7 @@ def train_bi_encoder(dataset_dir: str | Path, output: str | Path, index: Index, 
     started = time.perf_counter()
     output = Path(output)
     dataset = BeirDataset.open(dataset_dir)
-    data = mine_triples(dataset, index, split, miner, dev_fraction=dev_fraction, seed=seed)
+    data = mine_examples(dataset, index, split, miner, dev_fraction=dev_fraction, seed=seed)
     logger.info("training data: %s", data.to_json())
     model = sentence_transformers.SentenceTransformer(resolve_model_location(base), device="cpu")
     qrels = dev_qrels(dataset, split, data.dev_queries)
@@ -63,34 +63,31 @@ def train_bi_encoder(dataset_dir: str | Path, output: str | Path, index: Index, 
     train = datasets.Dataset.from_dict({"anchor": [t[0] for t in data.triples],
                                         "positive": [t[1] for t in data.triples],
                                         "negative": [t[2] for t in data.triples]})
-    checkpoints = output.parent / f".{output.name}.checkpoints"
+    checkpoints = checkpoint_folder(output)
     arguments = sentence_transformers.SentenceTransformerTrainingArguments(
         output_dir=str(checkpoints), num_train_epochs=epochs, max_steps=max_steps,
         per_device_train_batch_size=batch_size, learning_rate=learning_rate, warmup_ratio=0.1, seed=seed,
         data_seed=seed, save_strategy="steps", save_steps=save_steps, save_total_limit=2, logging_steps=5,
         report_to=[], use_cpu=True, batch_sampler="no_duplicates", disable_tqdm=False)
     trainer = sentence_transformers.SentenceTransformerTrainer(model=model, args=arguments, train_dataset=train,
-                                                               loss=MultipleNegativesRankingLoss(model))
-    resume = any(checkpoints.glob("checkpoint-*")) if checkpoints.exists() else False
-    trainer.train(resume_from_checkpoint=True if resume else None)
+                                                               loss=MultipleNegativesRankingLoss(model),
+                                                               callbacks=callbacks)
+    resumed = latest_checkpoint(checkpoints)
+    if resumed is not None:
+        logger.info("resuming from %s", resumed)
+    trainer.train(resume_from_checkpoint=str(resumed) if resumed else None)
     tuned_dev = _dev_ndcg(model, index, data.dev_queries, qrels) if data.dev_queries else None
     kept = "fine-tuned" if base_dev is None or tuned_dev is None or tuned_dev >= base_dev else "base"
     if kept == "base":
         logger.warning("fine-tuning lowered dev nDCG@10 (%.4f -> %.4f); saving the starting model", base_dev,
                        tuned_dev)
         model = sentence_transformers.SentenceTransformer(resolve_model_location(base), device="cpu")
-    staging = output.parent / f".{output.name}.saving"
-    shutil.rmtree(staging, ignore_errors=True)
-    model.save(str(staging))
     card = {"kind": "bi-encoder", "base": canonical_model_id(base), "dataset": str(dataset.root), "split": split,
             "data": data.to_json(), "miner": miner,
             "parameters": {"epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate, "seed": seed,
                            "loss": "MultipleNegativesRankingLoss", "max_steps": max_steps},
             "dev_ndcg@10": {"base": base_dev, "fine_tuned": tuned_dev}, "kept": kept,
+            "resumed_from": resumed.name if resumed else None,
             "train_seconds": round(time.perf_counter() - started, 1)}
-    write_model_card(staging, card)
-    if output.exists():
-        shutil.rmtree(output)
-    staging.rename(output)
-    shutil.rmtree(checkpoints, ignore_errors=True)
+    save_with_card(model, output, card)
     return card

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import random
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from rankstack.errors import EmptyInputError
@@ -18,19 +17,32 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class TrainingData:
-    triples: list[tuple[str, str, str]]  # (query, positive document, hard negative document)
+    # (query, positive document, hard negative documents): one example per judged positive
+    examples: list[tuple[str, str, tuple[str, ...]]]
     dev_queries: list[Query]
     skipped: dict[str, int] = field(default_factory=dict)
 
+    @property
+    def triples(self) -> list[tuple[str, str, str]]:
+        """(query, positive, negative) for every hard negative of every example."""
+        return [(query, positive, negative) for query, positive, negatives in self.examples
+                for negative in negatives]
+
     def to_json(self) -> dict[str, Any]:
-        return {"triples": len(self.triples), "dev_queries": len(self.dev_queries), "skipped": self.skipped}
+        return {"examples": len(self.examples), "negatives_per_example": self.negatives_per_example,
+                "dev_queries": len(self.dev_queries), "skipped": self.skipped}
+
+    @property
+    def negatives_per_example(self) -> int:
+        return len(self.examples[0][2]) if self.examples else 0
 
 
-def mine_triples(dataset: BeirDataset, index: Any, split: str = "train", miner: str = "bm25%30",
-                 negatives_per_positive: int = 1, dev_fraction: float = 0.1, seed: int = 42) -> TrainingData:
-    """One (query, positive, negative) triple per positive and negative; negatives are the miner's
-    highest-ranked documents that are not judged relevant. A seeded fraction of the queries is held
-    out as a dev set for model selection."""
+def mine_examples(dataset: BeirDataset, index: Any, split: str = "train", miner: str = "bm25%30",
+                  negatives_per_positive: int = 1, dev_fraction: float = 0.1, seed: int = 42) -> TrainingData:
+    """One (query, positive, hard negatives) example per judged positive; negatives are the miner's
+    highest-ranked documents that are not judged at all (judged non-relevant ones are fine negatives too,
+    but a judged document is never a false negative). Successive positives of a query take successive
+    negatives. A seeded fraction of the queries is held out as a dev set for model selection."""
     qrels = dataset.qrels(split)
     queries = {q.query_id: q for q in dataset.queries()}
     known_docs = index.view().doc_positions
@@ -61,25 +73,20 @@ def mine_triples(dataset: BeirDataset, index: Any, split: str = "train", miner: 
     mined = parse_pipeline(miner, index).transform(train_queries, context=SearchContext(ignore_identical_ids=True))
     docs = index.view().get_docs(sorted({d for q in train_queries for d in positives[q.query_id]} |
                                         {h.doc_id for q in train_queries for h in mined[q.query_id]}))
-    triples = []
+    examples = []
     for query in train_queries:
         negatives = [h.doc_id for h in mined[query.query_id] if h.doc_id not in judged[query.query_id]]
         if not negatives:
             skipped["queries_without_negatives"] = skipped.get("queries_without_negatives", 0) + 1
             continue
         for position, positive in enumerate(positives[query.query_id]):
-            for k in range(negatives_per_positive):
-                negative = negatives[(position * negatives_per_positive + k) % len(negatives)]
-                triples.append((query.text, docs[positive].contents, docs[negative].contents))
-    return TrainingData(triples, [queries[q] for q in sorted(dev_ids)], skipped)
+            chosen = [negatives[(position * negatives_per_positive + k) % len(negatives)]
+                      for k in range(negatives_per_positive)]
+            examples.append((query.text, docs[positive].contents, tuple(docs[n].contents for n in chosen)))
+    return TrainingData(examples, [queries[q] for q in sorted(dev_ids)], skipped)
 
 
 def dev_qrels(dataset: BeirDataset, split: str, dev: list[Query]) -> list[Any]:
     wanted = {q.query_id for q in dev}
     return [q for q in dataset.qrels(split) if q.query_id in wanted]
 
-
-def write_model_card(path: Path, card: dict[str, Any]) -> None:
-    import json
-
-    (path / "rankstack_training.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
