@@ -381,6 +381,36 @@ def train_cross_encoder_command(
                  f"{card['dev_ndcg@10']}")
 
 
+
+@train_app.command("distil")
+def train_distil_command(
+    teacher: Annotated[str, typer.Argument(help="Trained cross-encoder to compress: local path or Hugging Face id.")],
+    dataset: Annotated[Path, typer.Argument(help="BEIR directory whose training queries drive the distillation.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Directory for the smaller model.")],
+    keep_layers: Annotated[int, typer.Option(min=1, help="Transformer layers the student keeps.")] = 3,
+    split: Annotated[str, typer.Option(help="Qrels split whose queries are used.")] = "train",
+    epochs: Annotated[int, typer.Option(min=1)] = 2,
+    batch_size: Annotated[int, typer.Option(min=1, help="Queries per step.")] = 16,
+    learning_rate: Annotated[float, typer.Option()] = 5e-5,
+    negatives: Annotated[int, typer.Option(min=1, help="Mined documents per positive scored by the teacher.")] = 7,
+    max_length: Annotated[int, typer.Option(min=16)] = 256,
+    seed: Annotated[int, typer.Option()] = 42,
+    miner: Annotated[str, typer.Option(help="Pipeline that mines the documents to distil on.")] = "bm25%30",
+    max_steps: Annotated[int, typer.Option(help="Stop after this many steps (-1: all epochs).")] = -1,
+) -> None:
+    """Compress a cross-encoder: drop layers, then distil the teacher's score margins (MarginMSE) into it."""
+    from rankstack.index.cache import open_or_build
+    from rankstack.io import BeirDataset
+    from rankstack.train.compress import distil_cross_encoder
+
+    with progress_bar("indexing for negative mining") as advance:
+        opened, _ = open_or_build(BeirDataset.open(dataset).root, None, advance)
+    card = distil_cross_encoder(teacher, dataset, output, opened, keep_layers, split, epochs, batch_size,
+                                learning_rate, seed, miner, negatives, max_length, max_steps=max_steps)
+    stderr.print(f"saved a {len(card['layers']['kept'])}-layer student to {output} in {card['train_seconds']:.0f} s; "
+                 f"dev nDCG@10 {card['dev_ndcg@10']}")
+
+
 def _serve(index_dir: Path, host: str, port: int, pipelines: list[str] | None, api_key: str | None = None) -> None:
     from rankstack.index import Index
     from rankstack.models.loading import require

@@ -154,3 +154,22 @@ def test_passages_string_round_trips(tiny_index: Index, tiny_cross_encoder: str)
     pipeline = parse_pipeline(text, tiny_index)
     assert str(pipeline) == text
     assert len(pipeline.transform(QUERIES)["q1"]) > 0
+
+
+def test_int8_cross_encoder_quantises_and_keeps_the_ranking_close(tiny_index: Index, candidates: Run,
+                                                                  tmp_path: Path) -> None:
+    import torch
+
+    from rankstack.models.cross_heads import build_segment_cross_encoder
+
+    model = tmp_path / "minilm-cross"  # real weights: a random model's near-constant scores say nothing here
+    build_segment_cross_encoder(str(gt_model.get_model_path()), 128).save(str(model))
+    full = CrossEncoderReranker(tiny_index, str(model), precision="fp32", max_length=128)
+    int8 = CrossEncoderReranker(tiny_index, str(model), precision="int8", max_length=128)
+    assert any(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in int8.loaded.modules())
+    exact = full.pipeline().transform(QUERIES, candidates)
+    quantised = int8.pipeline().transform(QUERIES, candidates)
+    a = np.concatenate([exact[q.query_id].scores for q in QUERIES])
+    b = np.concatenate([quantised[q.query_id].scores for q in QUERIES])
+    assert len(a) >= 5 and not np.array_equal(a, b)  # really a different (quantised) computation
+    assert np.corrcoef(a, b)[0, 1] > 0.95

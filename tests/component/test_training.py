@@ -96,3 +96,23 @@ def test_an_interrupted_run_resumes_from_its_last_checkpoint(kind: str, tiny_bei
     card = train()
     assert card["resumed_from"] == "checkpoint-2"
     assert output.is_dir() and not (tmp_path / ".model.checkpoints").exists()
+
+
+def test_distillation_keeps_evenly_spaced_layers_and_saves_a_faster_student(tiny_beir: Path, tiny_index: Index,
+                                                                             tmp_path: Path) -> None:
+    from rankstack.train.compress import distil_cross_encoder, evenly_spaced_layers
+
+    assert evenly_spaced_layers(6, 3) == [1, 3, 5] and evenly_spaced_layers(6, 6) == list(range(6))
+    assert evenly_spaced_layers(12, 4) == [2, 5, 8, 11]
+    teacher = tmp_path / "teacher"
+    train_cross_encoder(tiny_beir, teacher, tiny_index, split="test", batch_size=2, max_steps=1, negatives=2,
+                        max_length=64, dev_fraction=0.0, precision="fp32")
+    card = distil_cross_encoder(str(teacher), tiny_beir, tmp_path / "student", tiny_index, keep_layers=2,
+                                split="test", batch_size=2, max_steps=2, negatives=2, max_length=64,
+                                dev_fraction=0.0, precision="fp32")
+    assert card["layers"] == {"teacher": 6, "kept": [2, 5]}
+    saved = json.loads((tmp_path / "student" / "config.json").read_text())
+    assert saved["num_hidden_layers"] == 2
+    hits = parse_pipeline(f"bm25%5>>cross_encoder(model={tmp_path / 'student'},max_length=64,precision=fp32)",
+                          tiny_index).search("loyal dogs")
+    assert len(hits) > 0

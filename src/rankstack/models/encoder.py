@@ -43,6 +43,12 @@ def resolve_precision(precision: str) -> str:
     return precision
 
 
+def quantize_int8(model: Any) -> Any:
+    """Dynamic int8 quantisation of every linear layer (weights int8, activations quantised per batch)."""
+    torch = require("torch", "dense", "int8 inference")
+    return torch.ao.quantization.quantize_dynamic(model.eval(), {torch.nn.Linear}, dtype=torch.qint8)
+
+
 def precision_context(precision: str) -> contextlib.AbstractContextManager[Any]:
     """bf16 autocast on the CPU for ``bf16``; nothing for fp32 (int8 is applied to the model instead)."""
     if precision == "bf16":
@@ -89,7 +95,7 @@ class BiEncoder:
             raise describe_load_failure(model, error) from None
         self._model.eval()
         if self.precision == "int8":
-            self._model = torch.ao.quantization.quantize_dynamic(self._model, {torch.nn.Linear}, dtype=torch.qint8)
+            self._model = quantize_int8(self._model)
         self._torch = torch
         dimension_of = getattr(self._model, "get_embedding_dimension", None) or \
             self._model.get_sentence_embedding_dimension

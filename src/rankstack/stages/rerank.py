@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from rankstack.errors import PipelineError
-from rankstack.models.encoder import precision_context, resolve_precision
+from rankstack.models.encoder import precision_context, quantize_int8, resolve_precision
 from rankstack.models.loading import describe_load_failure, require, resolve_model_location
 from rankstack.stages.base import SearchContext, Stage, candidate_texts
 from rankstack.stages.registry import register_keyword_stage
@@ -99,9 +99,10 @@ class CrossEncoderReranker(_Reranker):
         from rankstack.models.cross_heads import load_cross_encoder
 
         try:
-            return load_cross_encoder(str(resolve_model_location(self.model)), self.max_length)
+            model = load_cross_encoder(str(resolve_model_location(self.model)), self.max_length)
         except Exception as error:  # noqa: BLE001 - any loader failure becomes one clear message
             raise describe_load_failure(self.model, error) from None
+        return quantize_int8(model) if resolve_precision(self.precision) == "int8" else model
 
     def score(self, query: str, texts: list[str]) -> Sequence[float]:
         model = self.loaded
