@@ -22,6 +22,7 @@ from _common import machine_info, require_data
 from rankstack.evaluate import evaluate
 from rankstack.index.cache import open_or_build
 from rankstack.io import BeirDataset
+from rankstack.models.cross_heads import segment_head_folder
 from rankstack.models.encoder import resolve_precision
 from rankstack.stages import SearchContext, parse_pipeline
 from rankstack.types import Run
@@ -62,7 +63,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as work:
         model_dir = args.model or str(minilm_cross_encoder(Path(work) / "cross-encoder"))
         docs = index.view().get_docs(sorted({h.doc_id for q in queries for h in candidates[q.query_id]}))
-        plain = CrossEncoder(model_dir, device="cpu", max_length=512)
+        # A model trained by rankstack names its scoring head's class (this package's code) in modules.json;
+        # the library only imports such a class when told to trust the directory.
+        trusted = segment_head_folder(str(model_dir)) is not None
+        plain = CrossEncoder(model_dir, device="cpu", max_length=512, trust_remote_code=trusted)
         plain.predict([("warm", "up")])
         started = time.perf_counter()
         plain_scores = {}

@@ -8,7 +8,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -325,6 +325,16 @@ train_app = typer.Typer(no_args_is_help=True, help="Fine-tune rankers on a colle
 app.add_typer(train_app, name="train")
 
 
+def _mining_index(dataset: Path) -> Any:
+    """The collection's BM25 index (built once and cached), which mines negatives and dev candidates."""
+    from rankstack.index.cache import open_or_build
+    from rankstack.io import BeirDataset
+
+    with progress_bar("indexing for negative mining") as advance:
+        opened, _ = open_or_build(BeirDataset.open(dataset).root, None, advance)
+    return opened
+
+
 @train_app.command("bi-encoder")
 def train_bi_encoder_command(
     dataset: Annotated[Path, typer.Argument(help="BEIR directory with qrels for the training split.")],
@@ -339,12 +349,9 @@ def train_bi_encoder_command(
     max_steps: Annotated[int, typer.Option(help="Stop after this many steps (-1: all epochs).")] = -1,
 ) -> None:
     """Fine-tune a bi-encoder (in-batch + mined hard negatives); resumes from checkpoints if interrupted."""
-    from rankstack.index.cache import open_or_build
-    from rankstack.io import BeirDataset
     from rankstack.train.bi_encoder import train_bi_encoder
 
-    with progress_bar("indexing for negative mining") as advance:
-        opened, _ = open_or_build(BeirDataset.open(dataset).root, None, advance)
+    opened = _mining_index(dataset)
     card = train_bi_encoder(dataset, output, opened, base, split, epochs, batch_size, learning_rate, seed, miner,
                             max_steps=max_steps)
     stderr.print(f"saved {card['kept']} model to {output} in {card['train_seconds']:.0f} s; dev nDCG@10 "
@@ -369,12 +376,9 @@ def train_cross_encoder_command(
     max_steps: Annotated[int, typer.Option(help="Stop after this many steps (-1: all epochs).")] = -1,
 ) -> None:
     """Fine-tune a cross-encoder reranker (listwise loss over mined hard negatives); resumes if interrupted."""
-    from rankstack.index.cache import open_or_build
-    from rankstack.io import BeirDataset
     from rankstack.train.cross_encoder import train_cross_encoder
 
-    with progress_bar("indexing for negative mining") as advance:
-        opened, _ = open_or_build(BeirDataset.open(dataset).root, None, advance)
+    opened = _mining_index(dataset)
     card = train_cross_encoder(dataset, output, opened, base, split, epochs, batch_size, learning_rate, seed, miner,
                                negatives, max_length, max_steps=max_steps)
     stderr.print(f"saved {card['kept']} model to {output} in {card['train_seconds']:.0f} s; dev nDCG@10 "
@@ -399,12 +403,9 @@ def train_distil_command(
     max_steps: Annotated[int, typer.Option(help="Stop after this many steps (-1: all epochs).")] = -1,
 ) -> None:
     """Compress a cross-encoder: drop layers, then distil the teacher's score margins (MarginMSE) into it."""
-    from rankstack.index.cache import open_or_build
-    from rankstack.io import BeirDataset
     from rankstack.train.compress import distil_cross_encoder
 
-    with progress_bar("indexing for negative mining") as advance:
-        opened, _ = open_or_build(BeirDataset.open(dataset).root, None, advance)
+    opened = _mining_index(dataset)
     card = distil_cross_encoder(teacher, dataset, output, opened, keep_layers, split, epochs, batch_size,
                                 learning_rate, seed, miner, negatives, max_length, max_steps=max_steps)
     stderr.print(f"saved a {len(card['layers']['kept'])}-layer student to {output} in {card['train_seconds']:.0f} s; "

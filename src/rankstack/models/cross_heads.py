@@ -50,11 +50,14 @@ class SegmentSimilarity(Module):
         self.save_torch_weights(output_path, safe_serialization=safe_serialization)
 
     @classmethod
-    def load(cls, model_name_or_path: str, subfolder: str = "", **kwargs: Any) -> SegmentSimilarity:
-        hub_kwargs = {k: kwargs[k] for k in ("token", "cache_folder", "revision", "local_files_only") if k in kwargs}
-        config = cls.load_config(model_name_or_path, subfolder=subfolder, **hub_kwargs)
+    def load(cls, model_name_or_path: str, subfolder: str = "", token: bool | str | None = None,
+             cache_folder: str | None = None, revision: str | None = None, local_files_only: bool = False,
+             init_defaults: dict[str, Any] | None = None, **kwargs: Any) -> SegmentSimilarity:
+        config = cls.load_config(model_name_or_path, subfolder=subfolder, token=token, cache_folder=cache_folder,
+                                 revision=revision, local_files_only=local_files_only)
         model = cls(**config)
-        cls.load_torch_weights(model_name_or_path, subfolder=subfolder, model=model, **hub_kwargs)
+        cls.load_torch_weights(model_name_or_path, subfolder=subfolder, token=token, cache_folder=cache_folder,
+                               revision=revision, local_files_only=local_files_only, model=model)
         return model
 
 

@@ -4,9 +4,12 @@ resumes), and a save that never leaves a half-written model at the output path."
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 from typing import Any
+
+logger = logging.getLogger(__name__)
 
 
 def checkpoint_folder(output: Path) -> Path:
@@ -31,3 +34,30 @@ def save_with_card(model: Any, output: Path, card: dict[str, Any]) -> None:
         shutil.rmtree(output)
     staging.rename(output)
     shutil.rmtree(checkpoint_folder(output), ignore_errors=True)
+
+
+def trainer_arguments(checkpoints: Path, epochs: int, max_steps: int, batch_size: int, learning_rate: float,
+                      seed: int, save_steps: int, bf16: bool = False) -> dict[str, Any]:
+    """Keyword arguments shared by every trainer: seeded, CPU, checkpoints every ``save_steps`` (two kept)."""
+    return {"output_dir": str(checkpoints), "num_train_epochs": epochs, "max_steps": max_steps,
+            "per_device_train_batch_size": batch_size, "learning_rate": learning_rate, "warmup_ratio": 0.1,
+            "seed": seed, "data_seed": seed, "save_strategy": "steps", "save_steps": save_steps,
+            "save_total_limit": 2, "logging_steps": 10, "report_to": [], "use_cpu": True, "bf16": bf16,
+            "disable_tqdm": False}
+
+
+def train_resuming(trainer: Any, checkpoints: Path) -> Path | None:
+    """Train, resuming from an interrupted run's newest checkpoint if there is one; returns that checkpoint."""
+    resumed = latest_checkpoint(checkpoints)
+    if resumed is not None:
+        logger.info("resuming from %s", resumed)
+    trainer.train(resume_from_checkpoint=str(resumed) if resumed else None)
+    return resumed
+
+
+def example_columns(examples: list[tuple[str, str, tuple[str, ...]]]) -> dict[str, list[str]]:
+    """query, positive, negative_1 ... negative_n columns, as the sentence-transformers trainers take them."""
+    columns = {"query": [e[0] for e in examples], "positive": [e[1] for e in examples]}
+    for k in range(len(examples[0][2]) if examples else 0):
+        columns[f"negative_{k + 1}"] = [e[2][k] for e in examples]
+    return columns

@@ -18,7 +18,7 @@ from rankstack.evaluate import evaluate
 from rankstack.index import Index
 from rankstack.io import BeirDataset
 from rankstack.models.loading import canonical_model_id, require, resolve_model_location
-from rankstack.train._run import checkpoint_folder, latest_checkpoint, save_with_card
+from rankstack.train._run import checkpoint_folder, save_with_card, train_resuming, trainer_arguments
 from rankstack.train.data import dev_qrels, mine_examples
 from rankstack.types import Query, Run
 
@@ -65,17 +65,12 @@ def train_bi_encoder(dataset_dir: str | Path, output: str | Path, index: Index, 
                                         "negative": [t[2] for t in data.triples]})
     checkpoints = checkpoint_folder(output)
     arguments = sentence_transformers.SentenceTransformerTrainingArguments(
-        output_dir=str(checkpoints), num_train_epochs=epochs, max_steps=max_steps,
-        per_device_train_batch_size=batch_size, learning_rate=learning_rate, warmup_ratio=0.1, seed=seed,
-        data_seed=seed, save_strategy="steps", save_steps=save_steps, save_total_limit=2, logging_steps=5,
-        report_to=[], use_cpu=True, batch_sampler="no_duplicates", disable_tqdm=False)
+        **trainer_arguments(checkpoints, epochs, max_steps, batch_size, learning_rate, seed, save_steps),
+        batch_sampler="no_duplicates")
     trainer = sentence_transformers.SentenceTransformerTrainer(model=model, args=arguments, train_dataset=train,
                                                                loss=MultipleNegativesRankingLoss(model),
                                                                callbacks=callbacks)
-    resumed = latest_checkpoint(checkpoints)
-    if resumed is not None:
-        logger.info("resuming from %s", resumed)
-    trainer.train(resume_from_checkpoint=str(resumed) if resumed else None)
+    resumed = train_resuming(trainer, checkpoints)
     tuned_dev = _dev_ndcg(model, index, data.dev_queries, qrels) if data.dev_queries else None
     kept = "fine-tuned" if base_dev is None or tuned_dev is None or tuned_dev >= base_dev else "base"
     if kept == "base":

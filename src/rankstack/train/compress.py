@@ -23,7 +23,13 @@ from rankstack.io import BeirDataset
 from rankstack.models.cross_heads import load_cross_encoder
 from rankstack.models.encoder import precision_context, resolve_precision
 from rankstack.models.loading import require, resolve_model_location
-from rankstack.train._run import checkpoint_folder, latest_checkpoint, save_with_card
+from rankstack.train._run import (
+    checkpoint_folder,
+    example_columns,
+    save_with_card,
+    train_resuming,
+    trainer_arguments,
+)
 from rankstack.train.cross_encoder import rerank_ndcg
 from rankstack.train.data import dev_qrels, mine_examples
 
@@ -81,23 +87,15 @@ def distil_cross_encoder(teacher_model: str, dataset_dir: str | Path, output: st
                          seed=seed)
     logger.info("distillation data: %s", data.to_json())
     labels = _teacher_scores(teacher, data.examples, precision)
-    columns: dict[str, Any] = {"query": [e[0] for e in data.examples], "positive": [e[1] for e in data.examples]}
-    for k in range(data.negatives_per_example):
-        columns[f"negative_{k + 1}"] = [e[2][k] for e in data.examples]
-    columns["label"] = labels
+    columns: dict[str, Any] = {**example_columns(data.examples), "label": labels}
     checkpoints = checkpoint_folder(output)
-    arguments = sentence_transformers.cross_encoder.CrossEncoderTrainingArguments(
-        output_dir=str(checkpoints), num_train_epochs=epochs, max_steps=max_steps,
-        per_device_train_batch_size=batch_size, learning_rate=learning_rate, warmup_ratio=0.1, seed=seed,
-        data_seed=seed, save_strategy="steps", save_steps=save_steps, save_total_limit=2, logging_steps=10,
-        report_to=[], use_cpu=True, bf16=resolve_precision(precision) == "bf16", disable_tqdm=False)
+    arguments = sentence_transformers.cross_encoder.CrossEncoderTrainingArguments(**trainer_arguments(
+        checkpoints, epochs, max_steps, batch_size, learning_rate, seed, save_steps,
+        bf16=resolve_precision(precision) == "bf16"))
     trainer = sentence_transformers.cross_encoder.CrossEncoderTrainer(
         model=student, args=arguments, train_dataset=datasets.Dataset.from_dict(columns),
         loss=MarginMSELoss(student), callbacks=callbacks)
-    resumed = latest_checkpoint(checkpoints)
-    if resumed is not None:
-        logger.info("resuming from %s", resumed)
-    trainer.train(resume_from_checkpoint=str(resumed) if resumed else None)
+    resumed = train_resuming(trainer, checkpoints)
     qrels = dev_qrels(dataset, split, data.dev_queries)
     dev = ({"teacher": rerank_ndcg(teacher, index, data.dev_queries, qrels, miner, precision),
             "student": rerank_ndcg(student, index, data.dev_queries, qrels, miner, precision)}

@@ -28,7 +28,13 @@ from rankstack.models.encoder import precision_context, resolve_precision
 from rankstack.models.loading import canonical_model_id, require, resolve_model_location
 from rankstack.stages import SearchContext, parse_pipeline
 from rankstack.stages.base import candidate_texts
-from rankstack.train._run import checkpoint_folder, latest_checkpoint, save_with_card
+from rankstack.train._run import (
+    checkpoint_folder,
+    example_columns,
+    save_with_card,
+    train_resuming,
+    trainer_arguments,
+)
 from rankstack.train.data import dev_qrels, mine_examples
 from rankstack.types import Query, Run
 
@@ -72,24 +78,16 @@ def train_cross_encoder(dataset_dir: str | Path, output: str | Path, index: Inde
     model = build_segment_cross_encoder(location, max_length)
     qrels = dev_qrels(dataset, split, data.dev_queries)
     base_dev = rerank_ndcg(model, index, data.dev_queries, qrels, miner, precision) if data.dev_queries else None
-    columns: dict[str, list[str]] = {"query": [e[0] for e in data.examples], "positive": [e[1] for e in data.examples]}
-    for k in range(data.negatives_per_example):
-        columns[f"negative_{k + 1}"] = [e[2][k] for e in data.examples]
     checkpoints = checkpoint_folder(output)
-    arguments = sentence_transformers.cross_encoder.CrossEncoderTrainingArguments(
-        output_dir=str(checkpoints), num_train_epochs=epochs, max_steps=max_steps,
-        per_device_train_batch_size=batch_size, learning_rate=learning_rate, warmup_ratio=0.1, seed=seed,
-        data_seed=seed, save_strategy="steps", save_steps=save_steps, save_total_limit=2, logging_steps=10,
-        report_to=[], use_cpu=True, bf16=resolve_precision(precision) == "bf16", disable_tqdm=False)
+    arguments = sentence_transformers.cross_encoder.CrossEncoderTrainingArguments(**trainer_arguments(
+        checkpoints, epochs, max_steps, batch_size, learning_rate, seed, save_steps,
+        bf16=resolve_precision(precision) == "bf16"))
     # Raw scores, no sigmoid: the head's scaled cosine is already a logit, and a sigmoid would saturate it.
-    loss = MultipleNegativesRankingLoss(model, num_negatives=1, scale=1.0, activation_fn=torch.nn.Identity())
+    loss = MultipleNegativesRankingLoss(model, num_negatives=1, scale=1, activation_fn=torch.nn.Identity())
     trainer = sentence_transformers.cross_encoder.CrossEncoderTrainer(
-        model=model, args=arguments, train_dataset=datasets.Dataset.from_dict(columns), loss=loss,
-        callbacks=callbacks)
-    resumed = latest_checkpoint(checkpoints)
-    if resumed is not None:
-        logger.info("resuming from %s", resumed)
-    trainer.train(resume_from_checkpoint=str(resumed) if resumed else None)
+        model=model, args=arguments, train_dataset=datasets.Dataset.from_dict(example_columns(data.examples)),
+        loss=loss, callbacks=callbacks)
+    resumed = train_resuming(trainer, checkpoints)
     tuned_dev = rerank_ndcg(model, index, data.dev_queries, qrels, miner, precision) if data.dev_queries else None
     kept = "fine-tuned" if base_dev is None or tuned_dev is None or tuned_dev >= base_dev else "base"
     if kept == "base":

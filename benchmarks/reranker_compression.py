@@ -1,0 +1,88 @@
+"""A compressed cross-encoder against the model it was distilled from: milliseconds per query and
+nDCG@10 on the SciFact test queries, same candidates, same backend, in one run.
+
+    python benchmarks/reranker_compression.py --teacher DIR --student DIR [--first-stage bm25%30]
+        [--precisions auto,int8] [--queries 300]
+
+Both models come from ``rankstack train cross-encoder`` and ``rankstack train distil``; they are not
+in the repository (no weights in git), so the benchmark needs their directories.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from _common import machine_info, require_data
+
+from rankstack.evaluate import evaluate
+from rankstack.index.cache import open_or_build
+from rankstack.io import BeirDataset
+from rankstack.models.encoder import resolve_precision
+from rankstack.stages import SearchContext, parse_pipeline
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "scifact"
+DEFAULT_OUTPUT = REPO_ROOT / "benchmarks" / "results" / "reranker_compression.json"
+
+
+def layers_of(model_dir: str) -> int | None:
+    config = Path(model_dir) / "config.json"
+    return json.loads(config.read_text())["num_hidden_layers"] if config.is_file() else None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--teacher", required=True, help="the full trained cross-encoder")
+    parser.add_argument("--student", required=True, help="the compressed one")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
+    parser.add_argument("--first-stage", default="bm25%30", help="candidates to rerank")
+    parser.add_argument("--precisions", default="auto", help="comma-separated: auto, fp32, bf16, int8")
+    parser.add_argument("--queries", type=int, default=300, help="first N judged test queries")
+    args = parser.parse_args()
+    require_data(args.data)
+    dataset = BeirDataset.open(args.data)
+    qrels = dataset.qrels("test")
+    queries = dataset.queries({q.query_id for q in qrels})[:args.queries]
+    wanted = {q.query_id for q in queries}
+    qrels = [q for q in qrels if q.query_id in wanted]
+    index, _ = open_or_build(dataset.root)
+    context = SearchContext(ignore_identical_ids=True)
+    candidates = parse_pipeline(args.first_stage, index).transform(queries, context=context)
+    rows = {}
+    for precision in args.precisions.split(","):
+        for role, model in (("teacher", args.teacher), ("student", args.student)):
+            stage = parse_pipeline(f"cross_encoder(model={model},precision={precision})", index)
+            stage.prepare(None)
+            stage.transform(queries[:2], candidates, context)  # warm-up
+            started = time.perf_counter()
+            reranked = stage.transform(queries, candidates, context)
+            ms = (time.perf_counter() - started) * 1000 / len(queries)
+            ndcg = evaluate(reranked, qrels, ["nDCG@10"]).aggregate["nDCG@10"]
+            rows[f"{role}/{precision}"] = {"model": model, "layers": layers_of(model), "ms_per_query": ms,
+                                           "precision": resolve_precision(precision), "ndcg@10": ndcg}
+            print(f"{role} {precision}: {ms:.0f} ms/query, nDCG@10 {ndcg:.4f}", file=sys.stderr)
+    first = args.precisions.split(",")[0]
+    teacher, student = rows[f"teacher/{first}"], rows[f"student/{first}"]
+    report = {
+        "benchmark": "reranker_compression", "dataset": "scifact", "queries": len(queries),
+        "first_stage": args.first_stage, "first_stage_ndcg@10": evaluate(candidates, qrels, ["nDCG@10"]).aggregate[
+            "nDCG@10"],
+        "machine": machine_info(("torch", "sentence-transformers", "transformers")), "results": rows,
+        "speedup": teacher["ms_per_query"] / student["ms_per_query"],
+        "ndcg_delta": student["ndcg@10"] - teacher["ndcg@10"],
+    }
+    report["targets_met"] = {"speedup_at_least_1.8x": report["speedup"] >= 1.8,
+                             "ndcg_loss_at_most_0.01": report["ndcg_delta"] >= -0.01}
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    print(f"student {report['speedup']:.2f}x faster, nDCG@10 {report['ndcg_delta']:+.4f}; wrote {args.output}",
+          file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
