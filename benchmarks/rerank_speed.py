@@ -57,6 +57,8 @@ def main() -> None:
     dataset = BeirDataset.open(args.data)
     qrels = dataset.qrels("test")
     queries = dataset.queries({q.query_id for q in qrels})[:args.queries]
+    reranked = {q.query_id for q in queries}
+    qrels = [q for q in qrels if q.query_id in reranked]  # nDCG over the reranked queries only
     index, _ = open_or_build(dataset.root)
     context = SearchContext(ignore_identical_ids=True)
     candidates = (parse_pipeline("bm25%100", index)).transform(queries, context=context)
@@ -93,8 +95,8 @@ def main() -> None:
         "sentence_transformers": {"ms_per_query": plain_ms, "precision": "fp32", "ndcg@10": plain_ndcg},
         "rankstack": {"ms_per_query": ours_ms, "precision": resolve_precision("auto"), "ndcg@10": ours_ndcg},
         "speedup": plain_ms / ours_ms, "ndcg_delta": ours_ndcg - plain_ndcg,
-        "note": "nDCG@10 is over all 300 judged test queries, with only the first N reranked; with the default "
-                "untrained head it measures agreement between the two paths, not quality",
+        "note": "nDCG@10 is over the N reranked test queries; with the default untrained head it measures "
+                "agreement between the two paths, not quality",
     }
     report["targets_met"] = {"speedup_at_least_2x": report["speedup"] >= 2.0,
                              "ndcg_within_0.005": abs(report["ndcg_delta"]) <= 0.005}
