@@ -50,3 +50,19 @@ def require_data(path: Path, name: str = "SciFact") -> None:
     if not path.is_dir():
         print(f"{name} not found at {path}; pass --data", file=sys.stderr)
         raise SystemExit(2)
+
+
+def describe_model(model: str) -> Any:
+    """What a model is, for a results file: its training card's key facts when rankstack trained it (not the
+    directory it happened to sit in on the benchmark machine), else the id as given."""
+    import json
+
+    card = Path(model) / "rankstack_training.json"
+    if not card.is_file():
+        return model
+    facts = json.loads(card.read_text(encoding="utf-8"))
+    return {"trained_by": f"rankstack train {facts.get('kind')}" if "distilled_from" not in facts
+            else "rankstack train distil", "base": facts.get("base"), "layers": facts.get("layers"),
+            "dataset": Path(str(facts.get("dataset"))).name, "split": facts.get("split"),
+            "parameters": facts.get("parameters"), "dev_ndcg@10": facts.get("dev_ndcg@10"),
+            "train_seconds": facts.get("train_seconds")}

@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import machine_info, require_data
+from _common import describe_model, machine_info, require_data
 
 from rankstack.evaluate import evaluate
 from rankstack.index.cache import open_or_build
@@ -90,7 +90,8 @@ def main() -> None:
     # Both are averaged over every judged test query (unscored ones count 0), so compare the two only.
     report = {
         "benchmark": "rerank_speed", "dataset": "scifact", "queries": len(queries), "candidates_per_query": 100,
-        "model": args.model or "bundled MiniLM-L6 checkpoint + seeded random one-logit head (not a trained ranker)",
+        "model": describe_model(args.model) if args.model else
+        "bundled MiniLM-L6 checkpoint + seeded random one-logit head (not a trained ranker)",
         "machine": machine_info(("torch", "sentence-transformers", "transformers")),
         "sentence_transformers": {"ms_per_query": plain_ms, "precision": "fp32", "ndcg@10": plain_ndcg},
         "rankstack": {"ms_per_query": ours_ms, "precision": resolve_precision("auto"), "ndcg@10": ours_ndcg},

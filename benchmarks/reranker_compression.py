@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from _common import machine_info, require_data
+from _common import describe_model, machine_info, require_data
 
 from rankstack.evaluate import evaluate
 from rankstack.index.cache import open_or_build
@@ -63,8 +63,9 @@ def main() -> None:
             reranked = stage.transform(queries, candidates, context)
             ms = (time.perf_counter() - started) * 1000 / len(queries)
             ndcg = evaluate(reranked, qrels, ["nDCG@10"]).aggregate["nDCG@10"]
-            rows[f"{role}/{precision}"] = {"model": model, "layers": layers_of(model), "ms_per_query": ms,
-                                           "precision": resolve_precision(precision), "ndcg@10": ndcg}
+            rows[f"{role}/{precision}"] = {"model": describe_model(model), "layers": layers_of(model),
+                                           "ms_per_query": ms, "precision": resolve_precision(precision),
+                                           "ndcg@10": ndcg}
             print(f"{role} {precision}: {ms:.0f} ms/query, nDCG@10 {ndcg:.4f}", file=sys.stderr)
     first = args.precisions.split(",")[0]
     teacher, student = rows[f"teacher/{first}"], rows[f"student/{first}"]
