@@ -66,3 +66,17 @@ def describe_model(model: str) -> Any:
             "dataset": Path(str(facts.get("dataset"))).name, "split": facts.get("split"),
             "parameters": facts.get("parameters"), "dev_ndcg@10": facts.get("dev_ndcg@10"),
             "train_seconds": facts.get("train_seconds")}
+
+
+def judged_test_queries(data: Path, count: int) -> tuple[Any, list[Any], list[Any], Any]:
+    """The dataset, its first ``count`` judged test queries, their qrels (only theirs, so measures average
+    over the queries a benchmark actually ran) and the collection's cached BM25 index."""
+    from rankstack.index.cache import open_or_build
+    from rankstack.io import BeirDataset
+
+    dataset = BeirDataset.open(data)
+    qrels = dataset.qrels("test")
+    queries = dataset.queries({q.query_id for q in qrels})[:count]
+    wanted = {q.query_id for q in queries}
+    index, _ = open_or_build(dataset.root)
+    return dataset, queries, [q for q in qrels if q.query_id in wanted], index

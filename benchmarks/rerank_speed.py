@@ -17,11 +17,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import describe_model, machine_info, require_data
+from _common import describe_model, judged_test_queries, machine_info, require_data
 
 from rankstack.evaluate import evaluate
-from rankstack.index.cache import open_or_build
-from rankstack.io import BeirDataset
 from rankstack.models.cross_heads import segment_head_folder
 from rankstack.models.encoder import resolve_precision
 from rankstack.stages import SearchContext, parse_pipeline
@@ -54,12 +52,7 @@ def main() -> None:
     require_data(args.data)
     from sentence_transformers import CrossEncoder
 
-    dataset = BeirDataset.open(args.data)
-    qrels = dataset.qrels("test")
-    queries = dataset.queries({q.query_id for q in qrels})[:args.queries]
-    reranked = {q.query_id for q in queries}
-    qrels = [q for q in qrels if q.query_id in reranked]  # nDCG over the reranked queries only
-    index, _ = open_or_build(dataset.root)
+    _, queries, qrels, index = judged_test_queries(args.data, args.queries)
     context = SearchContext(ignore_identical_ids=True)
     candidates = (parse_pipeline("bm25%100", index)).transform(queries, context=context)
     with tempfile.TemporaryDirectory() as work:

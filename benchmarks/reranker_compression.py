@@ -16,11 +16,9 @@ import sys
 import time
 from pathlib import Path
 
-from _common import describe_model, machine_info, require_data
+from _common import describe_model, judged_test_queries, machine_info, require_data
 
 from rankstack.evaluate import evaluate
-from rankstack.index.cache import open_or_build
-from rankstack.io import BeirDataset
 from rankstack.models.encoder import resolve_precision
 from rankstack.stages import SearchContext, parse_pipeline
 
@@ -45,12 +43,7 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=300, help="first N judged test queries")
     args = parser.parse_args()
     require_data(args.data)
-    dataset = BeirDataset.open(args.data)
-    qrels = dataset.qrels("test")
-    queries = dataset.queries({q.query_id for q in qrels})[:args.queries]
-    wanted = {q.query_id for q in queries}
-    qrels = [q for q in qrels if q.query_id in wanted]
-    index, _ = open_or_build(dataset.root)
+    _, queries, qrels, index = judged_test_queries(args.data, args.queries)
     context = SearchContext(ignore_identical_ids=True)
     candidates = parse_pipeline(args.first_stage, index).transform(queries, context=context)
     rows = {}

@@ -30,7 +30,7 @@ from rankstack.train._run import (
     train_resuming,
     trainer_arguments,
 )
-from rankstack.train.cross_encoder import rerank_ndcg
+from rankstack.train.cross_encoder import dev_reranking
 from rankstack.train.data import dev_qrels, mine_examples
 
 logger = logging.getLogger(__name__)
@@ -97,9 +97,8 @@ def distil_cross_encoder(teacher_model: str, dataset_dir: str | Path, output: st
         loss=MarginMSELoss(student), callbacks=callbacks)
     resumed = train_resuming(trainer, checkpoints)
     qrels = dev_qrels(dataset, split, data.dev_queries)
-    dev = ({"teacher": rerank_ndcg(teacher, index, data.dev_queries, qrels, miner, precision),
-            "student": rerank_ndcg(student, index, data.dev_queries, qrels, miner, precision)}
-           if data.dev_queries else {})
+    dev_ndcg = dev_reranking(index, data.dev_queries, qrels, miner, precision)
+    dev = {"teacher": dev_ndcg(teacher), "student": dev_ndcg(student)} if data.dev_queries else {}
     card = {"kind": "cross-encoder", "head": "segment-similarity", "distilled_from": str(teacher_model),
             "layers": {"teacher": total, "kept": kept_layers}, "dataset": str(dataset.root), "split": split,
             "data": data.to_json(), "miner": miner,

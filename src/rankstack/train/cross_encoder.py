@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,21 +42,29 @@ from rankstack.types import Query, Run
 logger = logging.getLogger(__name__)
 
 
-def rerank_ndcg(model: Any, index: Index, queries: list[Query], qrels: list[Any], first_stage: str,
-                precision: str = "auto") -> float:
-    """nDCG@10 of ``first_stage >> model`` on ``queries`` (the dev split during training)."""
-    candidates = parse_pipeline(first_stage, index).transform(queries, context=SearchContext(
-        ignore_identical_ids=True))
+def dev_reranking(index: Index, queries: list[Query], qrels: list[Any], first_stage: str,
+                  precision: str = "auto") -> Callable[[Any], float | None]:
+    """A scorer giving a model's nDCG@10 for ``first_stage >> model`` on ``queries`` (the dev split). The
+    candidates and their texts are fetched once, however many models are compared; None without queries."""
+    if not queries:
+        return lambda model: None
     context = SearchContext(ignore_identical_ids=True)
-    scores: dict[str, dict[str, float]] = {}
-    with precision_context(resolve_precision(precision)):
-        for query in queries:
-            doc_ids = [h.doc_id for h in candidates[query.query_id]]
-            texts = candidate_texts(index, doc_ids, context)
-            predicted = model.predict([(query.text, t) for t in texts], batch_size=32, show_progress_bar=False,
-                                      convert_to_numpy=True).reshape(len(texts), -1)[:, -1]
-            scores[query.query_id] = {d: float(s) for d, s in zip(doc_ids, predicted, strict=True)}
-    return evaluate(Run.from_scores(scores), qrels, ["nDCG@10"]).aggregate["nDCG@10"]
+    candidates = parse_pipeline(first_stage, index).transform(queries, context=context)
+    lists = []
+    for query in queries:
+        doc_ids = [h.doc_id for h in candidates[query.query_id]]
+        lists.append((query, doc_ids, candidate_texts(index, doc_ids, context)))
+
+    def ndcg(model: Any) -> float:
+        scores: dict[str, dict[str, float]] = {}
+        with precision_context(resolve_precision(precision)):
+            for query, doc_ids, texts in lists:
+                predicted = model.predict([(query.text, t) for t in texts], batch_size=32, show_progress_bar=False,
+                                          convert_to_numpy=True).reshape(len(texts), -1)[:, -1]
+                scores[query.query_id] = {d: float(x) for d, x in zip(doc_ids, predicted, strict=True)}
+        return evaluate(Run.from_scores(scores), qrels, ["nDCG@10"]).aggregate["nDCG@10"]
+
+    return ndcg
 
 
 def train_cross_encoder(dataset_dir: str | Path, output: str | Path, index: Index, base: str = "default",
@@ -77,7 +86,8 @@ def train_cross_encoder(dataset_dir: str | Path, output: str | Path, index: Inde
     location = str(resolve_model_location(base))
     model = build_segment_cross_encoder(location, max_length)
     qrels = dev_qrels(dataset, split, data.dev_queries)
-    base_dev = rerank_ndcg(model, index, data.dev_queries, qrels, miner, precision) if data.dev_queries else None
+    dev_ndcg = dev_reranking(index, data.dev_queries, qrels, miner, precision)
+    base_dev = dev_ndcg(model)
     checkpoints = checkpoint_folder(output)
     arguments = sentence_transformers.cross_encoder.CrossEncoderTrainingArguments(**trainer_arguments(
         checkpoints, epochs, max_steps, batch_size, learning_rate, seed, save_steps,
@@ -88,7 +98,7 @@ def train_cross_encoder(dataset_dir: str | Path, output: str | Path, index: Inde
         model=model, args=arguments, train_dataset=datasets.Dataset.from_dict(example_columns(data.examples)),
         loss=loss, callbacks=callbacks)
     resumed = train_resuming(trainer, checkpoints)
-    tuned_dev = rerank_ndcg(model, index, data.dev_queries, qrels, miner, precision) if data.dev_queries else None
+    tuned_dev = dev_ndcg(model)
     kept = "fine-tuned" if base_dev is None or tuned_dev is None or tuned_dev >= base_dev else "base"
     if kept == "base":
         logger.warning("fine-tuning lowered dev nDCG@10 (%.4f -> %.4f); saving the starting model", base_dev,
