@@ -22,7 +22,8 @@ from _common import describe_model, judged_test_queries, machine_info, require_d
 from rankstack.evaluate import evaluate
 from rankstack.models.cross_heads import segment_head_folder
 from rankstack.models.encoder import resolve_precision
-from rankstack.stages import SearchContext, parse_pipeline
+from rankstack.stages import Pipeline, SearchContext, parse_pipeline
+from rankstack.stages.rerank import CrossEncoderReranker
 from rankstack.types import Run
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -61,7 +62,8 @@ def main() -> None:
         # A model trained by rankstack names its scoring head's class (this package's code) in modules.json;
         # the library only imports such a class when told to trust the directory.
         trusted = segment_head_folder(str(model_dir)) is not None
-        plain = CrossEncoder(model_dir, device="cpu", max_length=512, trust_remote_code=trusted)
+        # no max_length: the library then reads the window the model was saved with, as rankstack does
+        plain = CrossEncoder(model_dir, device="cpu", trust_remote_code=trusted)
         plain.predict([("warm", "up")])
         started = time.perf_counter()
         plain_scores = {}
@@ -72,12 +74,15 @@ def main() -> None:
             plain_scores[query.query_id] = {h.doc_id: float(s) for h, s in zip(hits, scores, strict=True)}
         plain_ms = (time.perf_counter() - started) * 1000 / len(queries)
 
-        stage = parse_pipeline(f"cross_encoder(model={model_dir})", index)
+        reranker = CrossEncoderReranker(index, model_dir)  # every parameter at its default
+        stage = Pipeline([reranker])
         stage.prepare(None)
         stage.transform(queries[:1], candidates)  # warm-up
         started = time.perf_counter()
         ours = stage.transform(queries, candidates, context)
         ours_ms = (time.perf_counter() - started) * 1000 / len(queries)
+        windows = {"sentence_transformers": plain.max_seq_length,
+                   "rankstack": reranker.loaded.max_seq_length}
     plain_ndcg = evaluate(Run.from_scores(plain_scores), qrels, ["nDCG@10"]).aggregate["nDCG@10"]
     ours_ndcg = evaluate(ours, qrels, ["nDCG@10"]).aggregate["nDCG@10"]
     # Both are averaged over every judged test query (unscored ones count 0), so compare the two only.
@@ -86,8 +91,10 @@ def main() -> None:
         "model": describe_model(args.model) if args.model else
         "bundled MiniLM-L6 checkpoint + seeded random one-logit head (not a trained ranker)",
         "machine": machine_info(("torch", "sentence-transformers", "transformers")),
-        "sentence_transformers": {"ms_per_query": plain_ms, "precision": "fp32", "ndcg@10": plain_ndcg},
-        "rankstack": {"ms_per_query": ours_ms, "precision": resolve_precision("auto"), "ndcg@10": ours_ndcg},
+        "sentence_transformers": {"ms_per_query": plain_ms, "precision": "fp32", "ndcg@10": plain_ndcg,
+                                  "max_length": windows["sentence_transformers"]},
+        "rankstack": {"ms_per_query": ours_ms, "precision": resolve_precision("auto"), "ndcg@10": ours_ndcg,
+                     "max_length": windows["rankstack"]},
         "speedup": plain_ms / ours_ms, "ndcg_delta": ours_ndcg - plain_ndcg,
         "note": "nDCG@10 is over the N reranked test queries; with the default untrained head it measures "
                 "agreement between the two paths, not quality",

@@ -20,7 +20,8 @@ from _common import describe_model, judged_test_queries, machine_info, require_d
 
 from rankstack.evaluate import evaluate
 from rankstack.models.encoder import resolve_precision
-from rankstack.stages import SearchContext, parse_pipeline
+from rankstack.stages import Pipeline, SearchContext, parse_pipeline
+from rankstack.stages.rerank import CrossEncoderReranker
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "scifact"
@@ -49,7 +50,8 @@ def main() -> None:
     rows = {}
     for precision in args.precisions.split(","):
         for role, model in (("teacher", args.teacher), ("student", args.student)):
-            stage = parse_pipeline(f"cross_encoder(model={model},precision={precision})", index)
+            reranker = CrossEncoderReranker(index, model, precision=precision)  # each model's own window
+            stage = Pipeline([reranker])
             stage.prepare(None)
             stage.transform(queries[:2], candidates, context)  # warm-up
             started = time.perf_counter()
@@ -58,6 +60,7 @@ def main() -> None:
             ndcg = evaluate(reranked, qrels, ["nDCG@10"]).aggregate["nDCG@10"]
             rows[f"{role}/{precision}"] = {"model": describe_model(model), "layers": layers_of(model),
                                            "ms_per_query": ms, "precision": resolve_precision(precision),
+                                           "max_length": reranker.loaded.max_seq_length,
                                            "ndcg@10": ndcg}
             print(f"{role} {precision}: {ms:.0f} ms/query, nDCG@10 {ndcg:.4f}", file=sys.stderr)
     first = args.precisions.split(",")[0]

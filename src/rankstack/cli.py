@@ -401,13 +401,18 @@ def train_distil_command(
     seed: Annotated[int, typer.Option()] = 42,
     miner: Annotated[str, typer.Option(help="Pipeline that mines the documents to distil on.")] = "bm25%30",
     max_steps: Annotated[int, typer.Option(help="Stop after this many steps (-1: all epochs).")] = -1,
+    hidden_weight: Annotated[float, typer.Option(min=0.0, help="Weight of the hidden-state loss against the "
+                                                 "score margins (0: margins only).")] = 20.0,
+    pseudo_queries: Annotated[int, typer.Option(min=0, help="Also distil on this many unlabelled lists: sampled "
+                                                "documents' titles as queries, with the miner's candidates.")] = 0,
 ) -> None:
-    """Compress a cross-encoder: drop layers, then distil the teacher's score margins (MarginMSE) into it."""
+    """Compress a cross-encoder: drop layers, then distil the teacher's score margins and hidden states into it."""
     from rankstack.train.compress import distil_cross_encoder
 
     opened = _mining_index(dataset)
     card = distil_cross_encoder(teacher, dataset, output, opened, keep_layers, split, epochs, batch_size,
-                                learning_rate, seed, miner, negatives, max_length, max_steps=max_steps)
+                                learning_rate, seed, miner, negatives, max_length, max_steps=max_steps,
+                                hidden_weight=hidden_weight, pseudo_queries=pseudo_queries)
     stderr.print(f"saved a {len(card['layers']['kept'])}-layer student to {output} in {card['train_seconds']:.0f} s; "
                  f"dev nDCG@10 {card['dev_ndcg@10']}")
 

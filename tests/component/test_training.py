@@ -16,9 +16,10 @@ from rankstack.errors import EmptyInputError  # noqa: E402
 from rankstack.index import Index  # noqa: E402
 from rankstack.io import BeirDataset  # noqa: E402
 from rankstack.stages import parse_pipeline  # noqa: E402
+from rankstack.stages.rerank import CrossEncoderReranker  # noqa: E402
 from rankstack.train.bi_encoder import train_bi_encoder  # noqa: E402
 from rankstack.train.cross_encoder import train_cross_encoder  # noqa: E402
-from rankstack.train.data import mine_examples  # noqa: E402
+from rankstack.train.data import mine_examples, pseudo_query_lists  # noqa: E402
 
 
 def test_mining_reports_unknown_ids_and_uses_unjudged_negatives(tiny_beir: Path, tiny_index: Index) -> None:
@@ -27,6 +28,15 @@ def test_mining_reports_unknown_ids_and_uses_unjudged_negatives(tiny_beir: Path,
     data = mine_examples(BeirDataset.open(tiny_beir), tiny_index, "test", dev_fraction=0.0)
     assert data.skipped["qrels_unknown_query"] == 1 and data.skipped["qrels_unknown_document"] == 1
     assert data.triples and all(positive != negative for _, positive, negative in data.triples)
+
+
+def test_pseudo_query_lists_put_the_source_document_first(tiny_index: Index) -> None:
+    lists = pseudo_query_lists(tiny_index, count=10, documents_per_list=2)
+    assert lists  # documents whose query finds no other document are left out, not padded
+    for query, source, others in lists:
+        assert len(others) == 1 and source not in others
+        assert source.startswith(query) or query in source  # the title, or the first sentence of the text
+    assert len(pseudo_query_lists(tiny_index, count=2, documents_per_list=2)) <= 2
 
 
 def test_no_positives_stops_with_a_clear_message(tiny_beir: Path, tiny_index: Index) -> None:
@@ -61,9 +71,12 @@ def test_cross_encoder_training_saves_a_reranker_the_stage_loads(tiny_beir: Path
                                max_length=64, dev_fraction=0.0, precision="fp32")
     assert card["kind"] == "cross-encoder" and card["data"]["negatives_per_example"] == 2
     assert not list(tmp_path.glob(".reranker.*"))
-    stage = parse_pipeline(f"bm25%5>>cross_encoder(model={output},max_length=64,precision=fp32)", tiny_index)
+    stage = parse_pipeline(f"bm25%5>>cross_encoder(model={output},precision=fp32)", tiny_index)
     hits = stage.search("parrot feathers")
     assert len(hits) > 0 and all(h.score == h.score for h in hits)  # finite, not NaN
+    # by default the stage reads with the window the model was trained with; a number overrides it
+    assert CrossEncoderReranker(tiny_index, str(output)).loaded.max_seq_length == 64
+    assert CrossEncoderReranker(tiny_index, str(output), max_length=32).loaded.max_seq_length == 32
 
 
 class _Interrupt(TrainerCallback):
@@ -96,6 +109,25 @@ def test_an_interrupted_run_resumes_from_its_last_checkpoint(kind: str, tiny_bei
     card = train()
     assert card["resumed_from"] == "checkpoint-2"
     assert output.is_dir() and not (tmp_path / ".model.checkpoints").exists()
+
+
+def test_layer_distillation_loss_maps_each_kept_layer_to_the_teacher_layer_it_came_from(
+        tiny_beir: Path, tiny_index: Index, tmp_path: Path) -> None:
+    from rankstack.models.cross_heads import load_cross_encoder
+    from rankstack.train.compress import LayerDistillationLoss, drop_layers
+
+    teacher_dir = tmp_path / "teacher"
+    train_cross_encoder(tiny_beir, teacher_dir, tiny_index, split="test", batch_size=2, max_steps=1, negatives=2,
+                        max_length=64, dev_fraction=0.0, precision="fp32")
+    teacher = load_cross_encoder(str(teacher_dir)).eval()
+    inputs = [["loyal dogs", "parrot feathers"], ["dogs are loyal", "parrots have feathers"],
+              ["cats sleep a lot", "the stock market fell"]]
+    everything = LayerDistillationLoss(drop_layers(teacher, list(range(6))).eval(), teacher, list(range(6)), 1.0)
+    same = everything(inputs)
+    assert float(same["hidden_states"]) < 1e-10 and float(same["score_margin"]) < 1e-10
+    half = LayerDistillationLoss(drop_layers(teacher, [1, 3, 5]).eval(), teacher, [1, 3, 5], 1.0)(inputs)
+    assert float(half["hidden_states"]) > 1e-3
+    assert not any(p.requires_grad for p in teacher.parameters())  # the teacher is never trained
 
 
 def test_distillation_keeps_evenly_spaced_layers_and_saves_a_faster_student(tiny_beir: Path, tiny_index: Index,

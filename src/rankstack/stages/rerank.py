@@ -75,11 +75,15 @@ class _Reranker(Stage):
 
 
 class CrossEncoderReranker(_Reranker):
-    """A sentence-transformers CrossEncoder scoring (query, document) pairs."""
+    """A sentence-transformers CrossEncoder scoring (query, document) pairs.
+
+    ``max_length`` 0 (the default) uses the window the model was trained with, as its saved tokenizer
+    declares; a number overrides it.
+    """
 
     name = "cross_encoder"
 
-    def __init__(self, index: Any, model: str = "", batch_size: int = 32, max_length: int = 512,
+    def __init__(self, index: Any, model: str = "", batch_size: int = 32, max_length: int = 0,
                  precision: str = "auto") -> None:
         super().__init__(index, model, batch_size)
         self.max_length = max_length
@@ -99,14 +103,14 @@ class CrossEncoderReranker(_Reranker):
         from rankstack.models.cross_heads import load_cross_encoder
 
         try:
-            model = load_cross_encoder(str(resolve_model_location(self.model)), self.max_length)
+            model = load_cross_encoder(str(resolve_model_location(self.model)), self.max_length or None)
         except Exception as error:  # noqa: BLE001 - any loader failure becomes one clear message
             raise describe_load_failure(self.model, error) from None
         return quantize_int8(model) if resolve_precision(self.precision) == "int8" else model
 
     def score(self, query: str, texts: list[str]) -> Sequence[float]:
         model = self.loaded
-        self.note_truncation(model.tokenizer, [f"{query} {t}" for t in texts], self.max_length)
+        self.note_truncation(model.tokenizer, [f"{query} {t}" for t in texts], model.max_seq_length)
         with precision_context(resolve_precision(self.precision)):
             scores = model.predict([(query, t) for t in texts], batch_size=self.batch_size,
                                    show_progress_bar=False, convert_to_numpy=True)
@@ -197,7 +201,7 @@ class DuoT5(_T5Ranker):
         return [*sym_sum, *tail]
 
 
-_CROSS_DEFAULTS: dict[str, Any] = {"model": "", "batch_size": 32, "max_length": 512, "precision": "auto"}
+_CROSS_DEFAULTS: dict[str, Any] = {"model": "", "batch_size": 32, "max_length": 0, "precision": "auto"}
 _MONO_DEFAULTS: dict[str, Any] = {"model": "castorini/monot5-base-msmarco", "batch_size": 16}
 _DUO_DEFAULTS: dict[str, Any] = {"model": "castorini/duot5-base-msmarco", "batch_size": 16, "top_k": 10}
 

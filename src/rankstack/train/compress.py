@@ -3,8 +3,9 @@
 The student is the teacher with only ``keep_layers`` transformer layers (evenly spaced, always ending
 with the last layer, whose output space the scoring head reads), so it starts close to the teacher.
 It then learns the teacher's score margins (MarginMSE, Hofstätter et al., 2020) between each positive
-and the hard negatives mined for it: the exact scores need not match, only the ordering signal. The
-teacher scores every training list once, up front.
+and the hard negatives mined for it (the exact scores need not match, only the ordering signal), and
+the teacher's hidden states at the layers it kept (``LayerDistillationLoss``). The teacher runs on
+each batch as it is trained on, since its hidden states are too large to store for every pair.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from rankstack.errors import RankstackError
 from rankstack.index import Index
 from rankstack.io import BeirDataset
 from rankstack.models.cross_heads import load_cross_encoder
-from rankstack.models.encoder import precision_context, resolve_precision
+from rankstack.models.encoder import resolve_precision
 from rankstack.models.loading import require, resolve_model_location
 from rankstack.train._run import (
     checkpoint_folder,
@@ -31,7 +32,7 @@ from rankstack.train._run import (
     trainer_arguments,
 )
 from rankstack.train.cross_encoder import dev_reranking
-from rankstack.train.data import dev_qrels, mine_examples
+from rankstack.train.data import dev_qrels, mine_examples, pseudo_query_lists
 
 logger = logging.getLogger(__name__)
 
@@ -56,25 +57,78 @@ def drop_layers(model: Any, keep: list[int]) -> Any:
     return student
 
 
-def _teacher_scores(teacher: Any, examples: list[tuple[str, str, tuple[str, ...]]],
-                    precision: str) -> list[list[float]]:
-    pairs = [(query, text) for query, positive, negatives in examples for text in (positive, *negatives)]
-    with precision_context(resolve_precision(precision)):
-        scores = teacher.predict(pairs, batch_size=64, show_progress_bar=True, convert_to_numpy=True).reshape(-1)
-    width = 1 + len(examples[0][2])
-    return [scores[i:i + width].astype(float).tolist() for i in range(0, len(scores), width)]
+_ENCODER_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+class LayerDistillationLoss(torch.nn.Module):
+    """MarginMSE on the teacher's scores plus, per kept layer, the student's hidden states against the
+    teacher's at the layer it was copied from.
+
+    A few hundred training queries give only a few thousand score targets; the hidden states give a
+    target for every token of every pair, which is what lets a layer-dropped student relearn what the
+    dropped layers did (TinyBERT, Jiao et al., 2020). Each layer's squared error is divided by the
+    teacher's mean square there, so layers of different scale weigh alike and ``hidden_weight`` reads
+    as "relative error counts this much against the score margins" (at 20 the two start out about equal).
+    """
+
+    def __init__(self, model: Any, teacher: Any, kept_layers: list[int], hidden_weight: float) -> None:
+        super().__init__()
+        self.model = model
+        self.kept_layers = kept_layers
+        self.hidden_weight = hidden_weight
+        # a plain attribute, not a sub-module: the trainer must neither optimise nor checkpoint the teacher
+        self.__dict__["teacher"] = teacher.eval().requires_grad_(False)
+
+    def _encode(self, model: Any, features: dict[str, Any]) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        inputs = {k: features[k] for k in _ENCODER_INPUTS if k in features}
+        output = model[0].model(**inputs, output_hidden_states=True)
+        head_input = {**inputs, "token_embeddings": output.last_hidden_state}
+        return model[1](head_input)["scores"].view(-1).float(), output.hidden_states
+
+    def _hidden_error(self, features: dict[str, Any], student_hidden: tuple[torch.Tensor, ...],
+                      teacher_hidden: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        mask = features["attention_mask"].float()
+        tokens = mask.sum()
+        error = torch.zeros((), dtype=torch.float32)
+        for position, layer in enumerate(self.kept_layers):
+            mine, theirs = student_hidden[position + 1].float(), teacher_hidden[layer + 1].float()
+            squared = ((mine - theirs) ** 2).mean(-1).mul(mask).sum() / tokens
+            scale = (theirs ** 2).mean(-1).mul(mask).sum() / tokens
+            error = error + squared / scale.clamp(min=1e-6)
+        return error / len(self.kept_layers)
+
+    def forward(self, inputs: list[list[str]], labels: Any = None, **kwargs: Any) -> dict[str, torch.Tensor]:
+        queries, documents = inputs[0], inputs[1:]
+        student_scores, teacher_scores = [], []
+        hidden = torch.zeros((), dtype=torch.float32)
+        # one document column at a time (all positives, then each negative): small batches keep the
+        # attention buffers in cache instead of allocating gigabytes per step
+        for column in documents:
+            features = self.model.preprocess(list(zip(queries, column, strict=True)))
+            scores, student_hidden = self._encode(self.model, features)
+            with torch.no_grad():
+                reference, teacher_hidden = self._encode(self.teacher, features)
+            student_scores.append(scores)
+            teacher_scores.append(reference)
+            if self.hidden_weight > 0:
+                hidden = hidden + self._hidden_error(features, student_hidden, teacher_hidden) / len(documents)
+        mine, theirs = torch.stack(student_scores, dim=1), torch.stack(teacher_scores, dim=1)
+        margins, target = mine[:, :1] - mine[:, 1:], theirs[:, :1] - theirs[:, 1:]
+        losses = {"score_margin": torch.nn.functional.mse_loss(margins, target)}
+        if self.hidden_weight > 0:
+            losses["hidden_states"] = self.hidden_weight * hidden
+        return losses
 
 
 def distil_cross_encoder(teacher_model: str, dataset_dir: str | Path, output: str | Path, index: Index,
                          keep_layers: int = 3, split: str = "train", epochs: int = 2, batch_size: int = 16,
                          learning_rate: float = 5e-5, seed: int = 42, miner: str = "bm25%30", negatives: int = 7,
                          max_length: int = 256, dev_fraction: float = 0.1, save_steps: int = 50,
-                         max_steps: int = -1, precision: str = "auto",
-                         callbacks: list[Any] | None = None) -> dict[str, Any]:
+                         max_steps: int = -1, precision: str = "auto", hidden_weight: float = 20.0,
+                         pseudo_queries: int = 0, callbacks: list[Any] | None = None) -> dict[str, Any]:
     sentence_transformers = require("sentence_transformers", "train", "Distillation")
     datasets = require("datasets", "train", "Distillation")
     require("accelerate", "train", "Distillation")
-    from sentence_transformers.cross_encoder.losses import MarginMSELoss
 
     started = time.perf_counter()
     output = Path(output)
@@ -86,25 +140,28 @@ def distil_cross_encoder(teacher_model: str, dataset_dir: str | Path, output: st
     data = mine_examples(dataset, index, split, miner, negatives_per_positive=negatives, dev_fraction=dev_fraction,
                          seed=seed)
     logger.info("distillation data: %s", data.to_json())
-    labels = _teacher_scores(teacher, data.examples, precision)
-    columns: dict[str, Any] = {**example_columns(data.examples), "label": labels}
+    examples = data.examples + (pseudo_query_lists(index, pseudo_queries, miner, negatives + 1, seed)
+                                if pseudo_queries else [])
+    columns: dict[str, Any] = example_columns(examples)
     checkpoints = checkpoint_folder(output)
     arguments = sentence_transformers.cross_encoder.CrossEncoderTrainingArguments(**trainer_arguments(
         checkpoints, epochs, max_steps, batch_size, learning_rate, seed, save_steps,
         bf16=resolve_precision(precision) == "bf16"))
     trainer = sentence_transformers.cross_encoder.CrossEncoderTrainer(
         model=student, args=arguments, train_dataset=datasets.Dataset.from_dict(columns),
-        loss=MarginMSELoss(student), callbacks=callbacks)
+        loss=LayerDistillationLoss(student, teacher, kept_layers, hidden_weight), callbacks=callbacks)
     resumed = train_resuming(trainer, checkpoints)
     qrels = dev_qrels(dataset, split, data.dev_queries)
     dev_ndcg = dev_reranking(index, data.dev_queries, qrels, miner, precision)
     dev = {"teacher": dev_ndcg(teacher), "student": dev_ndcg(student)} if data.dev_queries else {}
     card = {"kind": "cross-encoder", "head": "segment-similarity", "distilled_from": str(teacher_model),
             "layers": {"teacher": total, "kept": kept_layers}, "dataset": str(dataset.root), "split": split,
-            "data": data.to_json(), "miner": miner,
+            "data": {**data.to_json(), "pseudo_query_lists": len(examples) - len(data.examples)},
+            "miner": miner,
             "parameters": {"epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate, "seed": seed,
                            "negatives": negatives, "max_length": max_length, "max_steps": max_steps,
-                           "precision": resolve_precision(precision), "loss": "MarginMSELoss on teacher scores"},
+                           "precision": resolve_precision(precision), "hidden_weight": hidden_weight,
+                           "loss": "MarginMSE on teacher scores + relative MSE on kept layers' hidden states"},
             "dev_ndcg@10": {**dev, "first_stage": miner}, "resumed_from": resumed.name if resumed else None,
             "train_seconds": round(time.perf_counter() - started, 1)}
     save_with_card(student, output, card)

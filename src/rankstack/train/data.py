@@ -90,3 +90,34 @@ def dev_qrels(dataset: BeirDataset, split: str, dev: list[Query]) -> list[Any]:
     wanted = {q.query_id for q in dev}
     return [q for q in dataset.qrels(split) if q.query_id in wanted]
 
+
+
+def pseudo_query_lists(index: Any, count: int, miner: str = "bm25%30", documents_per_list: int = 8,
+                       seed: int = 42) -> list[tuple[str, str, tuple[str, ...]]]:
+    """Unlabelled (query, document, other documents) lists for distillation, built from the collection
+    itself: a seeded sample of documents, each one's title (or, without one, its first sentence) as the
+    query, the document first, then the miner's best other documents.
+
+    A teacher needs no relevance labels, so these add training lists far beyond the few hundred judged
+    queries of a small collection; they read only documents, never a test query or judgement.
+    """
+    view = index.view()
+    every = sorted(view.doc_positions)
+    chosen = random.Random(seed).sample(every, min(count, len(every)))
+    sources = view.get_docs(chosen)
+    queries: list[Query] = []
+    source_ids: list[str] = []
+    for doc_id in chosen:
+        doc = sources[doc_id]
+        text = doc.title.strip() or doc.text.split(". ")[0]
+        text = " ".join(text.split()[:32])
+        if text:
+            queries.append(Query(f"pseudo-{len(queries)}", text))
+            source_ids.append(doc_id)
+    mined = parse_pipeline(miner, index).transform(queries, context=SearchContext())
+    others = {q.query_id: [h.doc_id for h in mined[q.query_id] if h.doc_id != source][:documents_per_list - 1]
+              for q, source in zip(queries, source_ids, strict=True)}
+    texts = view.get_docs(sorted(set(source_ids) | {d for ids in others.values() for d in ids}))
+    return [(q.text, texts[source].contents, tuple(texts[d].contents for d in others[q.query_id]))
+            for q, source in zip(queries, source_ids, strict=True)
+            if len(others[q.query_id]) == documents_per_list - 1]
