@@ -91,7 +91,6 @@ def dev_qrels(dataset: BeirDataset, split: str, dev: list[Query]) -> list[Any]:
     return [q for q in dataset.qrels(split) if q.query_id in wanted]
 
 
-
 def pseudo_query_lists(index: Any, count: int, miner: str = "bm25%30", documents_per_list: int = 8,
                        seed: int = 42) -> list[tuple[str, str, tuple[str, ...]]]:
     """Unlabelled (query, document, other documents) lists for distillation, built from the collection
