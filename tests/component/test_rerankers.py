@@ -116,6 +116,18 @@ def test_long_inputs_are_counted_in_a_warning(tiny_index: Index, tiny_cross_enco
     assert "1 of 2 cross_encoder inputs were longer than the model's window" in caplog.text
 
 
+def test_truncation_count_agrees_with_tokenizing_everything() -> None:
+    from rankstack.stages.rerank import _count_truncated
+
+    tokenizer = _tokenizer()
+    words = ["cat", "immunohistochemistry", "Ca2+-dependent", "naïve", "细胞", "x", "3.5"]
+    texts = [" ".join(words[(i + k) % len(words)] for k in range(n)) for i, n in
+             enumerate([0, 1, 3, 5, 8, 12, 15, 20, 30, 45, 60, 90])]
+    for limit in (8, 16, 32, 64):
+        exhaustive = sum(len(ids) > limit for ids in tokenizer(texts, truncation=False, verbose=False)["input_ids"])
+        assert _count_truncated(tokenizer, texts, limit) == exhaustive
+
+
 def test_split_passages_covers_every_token() -> None:
     text = " ".join(f"t{i}" for i in range(300))
     parts = split_passages(text, window=128, stride=64)

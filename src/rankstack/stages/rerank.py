@@ -25,9 +25,26 @@ from rankstack.types import Query, Run, ScoredDoc
 logger = logging.getLogger(__name__)
 
 
+# more than any tokenizer adds around a text or a pair ([CLS] ... [SEP] ... [SEP], </s>, a leading "▁")
+_ADDED_TOKENS_BOUND = 8
+
+
 def _count_truncated(tokenizer: Any, texts: list[str], limit: int) -> int:
-    lengths = [len(ids) for ids in tokenizer(texts, truncation=False, verbose=False)["input_ids"]]
-    return sum(1 for n in lengths if n > limit)
+    """How many of ``texts`` exceed ``limit`` tokens. This runs on every reranked batch, so most inputs
+    are decided without tokenizing them a second time: no tokenizer makes more tokens than a text has
+    bytes (plus the few it adds), and none makes fewer than it has whitespace-separated words."""
+    over, unsure = 0, []
+    for text in texts:
+        if len(text.encode("utf-8")) + _ADDED_TOKENS_BOUND <= limit:
+            continue
+        if len(text.split()) > limit:
+            over += 1
+        else:
+            unsure.append(text)
+    if unsure:
+        lengths = [len(ids) for ids in tokenizer(unsure, truncation=False, verbose=False)["input_ids"]]
+        over += sum(1 for n in lengths if n > limit)
+    return over
 
 
 class _Reranker(Stage):
