@@ -126,6 +126,11 @@ def test_truncation_count_agrees_with_tokenizing_everything() -> None:
     for limit in (8, 16, 32, 64):
         exhaustive = sum(len(ids) > limit for ids in tokenizer(texts, truncation=False, verbose=False)["input_ids"])
         assert _count_truncated(tokenizer, texts, limit) == exhaustive
+        # pairs count as the model reads them: both parts and the separator between them
+        queries = [texts[(i + 3) % len(texts)] for i in range(len(texts))]
+        encoded = tokenizer(queries, texts, truncation=False, verbose=False)["input_ids"]
+        paired = sum(len(ids) > limit for ids in encoded)
+        assert _count_truncated(tokenizer, queries, limit, pairs_with=texts) == paired
 
 
 def test_split_passages_covers_every_token() -> None:

@@ -29,21 +29,25 @@ logger = logging.getLogger(__name__)
 _ADDED_TOKENS_BOUND = 8
 
 
-def _count_truncated(tokenizer: Any, texts: list[str], limit: int) -> int:
-    """How many of ``texts`` exceed ``limit`` tokens. This runs on every reranked batch, so most inputs
-    are decided without tokenizing them a second time: no tokenizer makes more tokens than a text has
-    bytes (plus the few it adds), and none makes fewer than it has whitespace-separated words."""
+def _count_truncated(tokenizer: Any, texts: list[str], limit: int, pairs_with: list[str] | None = None) -> int:
+    """How many of ``texts`` (or of the pairs ``(texts[i], pairs_with[i])``, tokenized as the model reads
+    them, with the pair's separator) exceed ``limit`` tokens. This runs on every reranked batch, so most
+    inputs are decided without tokenizing them a second time: no tokenizer makes more tokens than a text
+    has bytes (plus the few it adds), and none makes fewer than it has whitespace-separated words."""
+    seconds = pairs_with if pairs_with is not None else [""] * len(texts)
     over, unsure = 0, []
-    for text in texts:
-        if len(text.encode("utf-8")) + _ADDED_TOKENS_BOUND <= limit:
+    for i, (first, second) in enumerate(zip(texts, seconds, strict=True)):
+        if len(first.encode("utf-8")) + len(second.encode("utf-8")) + _ADDED_TOKENS_BOUND <= limit:
             continue
-        if len(text.split()) > limit:
+        if len(first.split()) + len(second.split()) > limit:
             over += 1
         else:
-            unsure.append(text)
+            unsure.append(i)
     if unsure:
-        lengths = [len(ids) for ids in tokenizer(unsure, truncation=False, verbose=False)["input_ids"]]
-        over += sum(1 for n in lengths if n > limit)
+        firsts = [texts[i] for i in unsure]
+        encoded = tokenizer(firsts, [seconds[i] for i in unsure], truncation=False, verbose=False) \
+            if pairs_with is not None else tokenizer(firsts, truncation=False, verbose=False)
+        over += sum(1 for ids in encoded["input_ids"] if len(ids) > limit)
     return over
 
 
@@ -83,8 +87,9 @@ class _Reranker(Stage):
                            "stage in passages(...) to score every part", self._truncated, self._inputs, self.name)
         return run
 
-    def note_truncation(self, tokenizer: Any, texts: list[str], limit: int) -> None:
-        self._truncated += _count_truncated(tokenizer, texts, limit)
+    def note_truncation(self, tokenizer: Any, texts: list[str], limit: int,
+                        pairs_with: list[str] | None = None) -> None:
+        self._truncated += _count_truncated(tokenizer, texts, limit, pairs_with)
         self._inputs += len(texts)
 
     def score(self, query: str, texts: list[str]) -> Sequence[float]:
@@ -127,7 +132,7 @@ class CrossEncoderReranker(_Reranker):
 
     def score(self, query: str, texts: list[str]) -> Sequence[float]:
         model = self.loaded
-        self.note_truncation(model.tokenizer, [f"{query} {t}" for t in texts], model.max_seq_length)
+        self.note_truncation(model.tokenizer, [query] * len(texts), model.max_seq_length, pairs_with=texts)
         with precision_context(resolve_precision(self.precision)):
             scores = model.predict([(query, t) for t in texts], batch_size=self.batch_size,
                                    show_progress_bar=False, convert_to_numpy=True)

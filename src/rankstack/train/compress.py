@@ -81,7 +81,7 @@ class LayerDistillationLoss(torch.nn.Module):
 
     def _encode(self, model: Any, features: dict[str, Any]) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         inputs = {k: features[k] for k in _ENCODER_INPUTS if k in features}
-        output = model[0].model(**inputs, output_hidden_states=True)
+        output = model[0].model(**inputs, output_hidden_states=self.hidden_weight > 0)
         head_input = {**inputs, "token_embeddings": output.last_hidden_state}
         return model[1](head_input)["scores"].view(-1).float(), output.hidden_states
 

@@ -116,7 +116,7 @@ def pseudo_query_lists(index: Any, count: int, miner: str = "bm25%30", documents
     mined = parse_pipeline(miner, index).transform(queries, context=SearchContext())
     others = {q.query_id: [h.doc_id for h in mined[q.query_id] if h.doc_id != source][:documents_per_list - 1]
               for q, source in zip(queries, source_ids, strict=True)}
-    texts = view.get_docs(sorted(set(source_ids) | {d for ids in others.values() for d in ids}))
+    texts = {**sources, **view.get_docs(sorted({d for ids in others.values() for d in ids} - sources.keys()))}
     return [(q.text, texts[source].contents, tuple(texts[d].contents for d in others[q.query_id]))
             for q, source in zip(queries, source_ids, strict=True)
             if len(others[q.query_id]) == documents_per_list - 1]
