@@ -4,8 +4,10 @@ nDCG@10 on the SciFact test queries, same candidates, same backend, in one run.
     python benchmarks/reranker_compression.py --teacher DIR --student DIR [--first-stage bm25%30]
         [--precisions auto,int8] [--queries 300]
 
-Both models come from ``rankstack train cross-encoder`` and ``rankstack train distil``; they are not
-in the repository (no weights in git), so the benchmark needs their directories.
+The teacher comes from ``rankstack train cross-encoder``; the student from ``rankstack train distil``
+(fewer layers) or ``rankstack train split`` (lower layers split by segment, the documents' side
+precomputed for the whole collection before timing starts: its time and memory are reported apart, as
+an index-time cost). No weights are in the repository, so the benchmark needs their directories.
 """
 
 from __future__ import annotations
@@ -33,6 +35,15 @@ def layers_of(model_dir: str) -> int | None:
     return json.loads(config.read_text())["num_hidden_layers"] if config.is_file() else None
 
 
+def split_costs(reranker: CrossEncoderReranker, cache: object, seconds: float) -> dict[str, object]:
+    """For a split model: its layout and what precomputing the collection cost (time, memory)."""
+    if cache is None:
+        return {}
+    return {"split_layout": json.loads((Path(reranker.model) / "rankstack_split.json").read_text()),
+            "precompute_seconds": seconds, "precomputed_documents": len(cache),  # type: ignore[arg-type]
+            "precomputed_mib": cache.bytes / 2**20}  # type: ignore[attr-defined]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--teacher", required=True, help="the full trained cross-encoder")
@@ -50,9 +61,13 @@ def main() -> None:
     rows = {}
     for precision in args.precisions.split(","):
         for role, model in (("teacher", args.teacher), ("student", args.student)):
-            reranker = CrossEncoderReranker(index, model, precision=precision)  # each model's own window
+            # each model's own window; a split model's documents are read through its lower layers now
+            reranker = CrossEncoderReranker(index, model, precision=precision, precompute=True)
             stage = Pipeline([reranker])
+            prepared = time.perf_counter()
             stage.prepare(None)
+            prepare_seconds = time.perf_counter() - prepared
+            cache = getattr(reranker.loaded, "cache", None)
             stage.transform(queries[:2], candidates, context)  # warm-up
             started = time.perf_counter()
             reranked = stage.transform(queries, candidates, context)
@@ -61,7 +76,7 @@ def main() -> None:
             rows[f"{role}/{precision}"] = {"model": describe_model(model), "layers": layers_of(model),
                                            "ms_per_query": ms, "precision": resolve_precision(precision),
                                            "max_length": reranker.loaded.max_seq_length,
-                                           "ndcg@10": ndcg}
+                                           "ndcg@10": ndcg, **split_costs(reranker, cache, prepare_seconds)}
             print(f"{role} {precision}: {ms:.0f} ms/query, nDCG@10 {ndcg:.4f}", file=sys.stderr)
     first = args.precisions.split(",")[0]
     teacher, student = rows[f"teacher/{first}"], rows[f"student/{first}"]

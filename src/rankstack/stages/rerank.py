@@ -101,20 +101,33 @@ class CrossEncoderReranker(_Reranker):
 
     ``max_length`` 0 (the default) uses the window the model was trained with, as its saved tokenizer
     declares; a number overrides it.
+
+    A split cross-encoder (``rankstack train split``) reads documents through its lower layers once and
+    keeps those states in memory (up to ``cache_mb``); ``precompute=true`` does that for the whole
+    collection before the first query, as an index-time step, instead of on first sight.
     """
 
     name = "cross_encoder"
 
     def __init__(self, index: Any, model: str = "", batch_size: int = 32, max_length: int = 0,
-                 precision: str = "auto") -> None:
+                 precision: str = "auto", precompute: bool = False, cache_mb: int = 2048) -> None:
         super().__init__(index, model, batch_size)
         self.max_length = max_length
         self.precision = precision
+        self.precompute = precompute
+        self.cache_mb = cache_mb
         resolve_precision(precision)  # reject unknown values when the pipeline is built
+        if cache_mb < 0:
+            raise PipelineError(f"cross_encoder: cache_mb must be 0 or more, got {cache_mb}")
 
     def params(self) -> dict[str, Any]:
         return {"model": self.model, "batch_size": self.batch_size, "max_length": self.max_length,
-                "precision": self.precision}
+                "precision": self.precision, "precompute": self.precompute, "cache_mb": self.cache_mb}
+
+    def prepare(self, as_first_stage: bool, progress: Any) -> None:
+        loaded = self.loaded
+        if self.precompute and hasattr(loaded, "precompute"):  # a split cross-encoder's scorer
+            loaded.precompute(self.index, progress)
 
     def defaults(self) -> dict[str, Any]:
         return dict(_CROSS_DEFAULTS)
@@ -123,15 +136,28 @@ class CrossEncoderReranker(_Reranker):
     def loaded(self) -> Any:
         require("sentence_transformers", "rerank", "Cross-encoder reranking")
         from rankstack.models.cross_heads import load_cross_encoder
+        from rankstack.models.split_cross import SplitCrossEncoder, SplitScorer, is_split_cross_encoder
 
+        location = str(resolve_model_location(self.model))
+        split = is_split_cross_encoder(location)
+        if split and (self.max_length or resolve_precision(self.precision) == "int8"):
+            raise PipelineError(f"cross_encoder: {self.model} is a split cross-encoder; its window is fixed by "
+                                f"its training and it runs in fp32 or bf16 (drop max_length, use precision=auto)")
         try:
-            model = load_cross_encoder(str(resolve_model_location(self.model)), self.max_length or None)
+            model = SplitCrossEncoder.load(location) if split else load_cross_encoder(location, self.max_length or None)
         except Exception as error:  # noqa: BLE001 - any loader failure becomes one clear message
             raise describe_load_failure(self.model, error) from None
+        if split:
+            return SplitScorer(model, resolve_precision(self.precision), self.batch_size, self.cache_mb)
         return quantize_int8(model) if resolve_precision(self.precision) == "int8" else model
 
     def score(self, query: str, texts: list[str]) -> Sequence[float]:
         model = self.loaded
+        if hasattr(model, "precompute"):  # a split cross-encoder's scorer
+            scores, truncated = model.score(query, texts)
+            self._truncated += truncated
+            self._inputs += len(texts)
+            return scores
         self.note_truncation(model.tokenizer, [query] * len(texts), model.max_seq_length, pairs_with=texts)
         with precision_context(resolve_precision(self.precision)):
             scores = model.predict([(query, t) for t in texts], batch_size=self.batch_size,
@@ -223,7 +249,8 @@ class DuoT5(_T5Ranker):
         return [*sym_sum, *tail]
 
 
-_CROSS_DEFAULTS: dict[str, Any] = {"model": "", "batch_size": 32, "max_length": 0, "precision": "auto"}
+_CROSS_DEFAULTS: dict[str, Any] = {"model": "", "batch_size": 32, "max_length": 0, "precision": "auto",
+                                   "precompute": False, "cache_mb": 2048}
 _MONO_DEFAULTS: dict[str, Any] = {"model": "castorini/monot5-base-msmarco", "batch_size": 16}
 _DUO_DEFAULTS: dict[str, Any] = {"model": "castorini/duot5-base-msmarco", "batch_size": 16, "top_k": 10}
 

