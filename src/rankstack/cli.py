@@ -424,7 +424,8 @@ def train_split_command(
     output: Annotated[Path, typer.Option("--output", "-o", help="Directory for the split model.")],
     local_layers: Annotated[int, typer.Option(min=1, help="Lower layers that read query and document apart "
                                               "(their document side is computed before any query).")] = 3,
-    query_tokens: Annotated[int, typer.Option(min=3, help="Longest query, in tokens; documents start here.")] = 32,
+    query_tokens: Annotated[int, typer.Option(min=3, help="Longest query, in tokens; documents start here.")] = 64,
+    document_tokens: Annotated[int, typer.Option(min=2, help="Longest document, in tokens.")] = 224,
     split: Annotated[str, typer.Option(help="Qrels split whose queries are used.")] = "train",
     epochs: Annotated[int, typer.Option(min=1)] = 1,
     list_size: Annotated[int, typer.Option(min=2, help="Documents per training list: a positive and the miner's "
@@ -440,8 +441,8 @@ def train_split_command(
     from rankstack.train.split import train_split_cross_encoder
 
     opened = _mining_index(dataset)
-    card = train_split_cross_encoder(teacher, dataset, output, opened, local_layers, query_tokens, split, epochs,
-                                     list_size, learning_rate, seed, miner, max_steps=max_steps,
+    card = train_split_cross_encoder(teacher, dataset, output, opened, local_layers, query_tokens, document_tokens,
+                                     split, epochs, list_size, learning_rate, seed, miner, max_steps=max_steps,
                                      pseudo_queries=pseudo_queries)
     stderr.print(f"saved a split cross-encoder ({local_layers} of {card['layout']['layers']} layers split) to "
                  f"{output} in {card['train_seconds']:.0f} s; dev nDCG@10 {card['dev_ndcg@10']}")

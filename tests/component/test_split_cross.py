@@ -27,13 +27,14 @@ DOCUMENTS = ["dogs are loyal companions", "parrots have bright feathers and can 
              "the stock market fell sharply today " * 20]
 
 
-def _tiny(local_layers: int = 2, query_tokens: int = 8, window: int = 64) -> SplitCrossEncoder:
+def _tiny(local_layers: int = 2, query_tokens: int = 8, document_tokens: int = 56) -> SplitCrossEncoder:
     transformers.set_seed(0)
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(gt_model.get_model_path()))
     config = transformers.BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=3,
                                      num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
     encoder = transformers.BertModel(config, add_pooling_layer=False).eval()
-    return SplitCrossEncoder(encoder, tokenizer, SegmentSimilarity(), SplitLayout(local_layers, query_tokens, window))
+    layout = SplitLayout(local_layers, query_tokens, document_tokens)
+    return SplitCrossEncoder(encoder, tokenizer, SegmentSimilarity(), layout)
 
 
 def test_precomputed_document_states_give_the_joint_scores() -> None:
@@ -48,13 +49,13 @@ def test_precomputed_document_states_give_the_joint_scores() -> None:
 
 
 def test_the_layout_keeps_queries_and_documents_in_their_room() -> None:
-    model = _tiny(query_tokens=8, window=64)
+    model = _tiny(query_tokens=8, document_tokens=56)
     assert len(model.query_ids("a very long query " * 10)) == 8
-    assert [len(ids) for ids in model.document_ids(DOCUMENTS)][-1] == 64 - 8
+    assert [len(ids) for ids in model.document_ids(DOCUMENTS)][-1] == 56
     with pytest.raises(RankstackError, match="none of the 3"):
         _tiny(local_layers=3)
-    with pytest.raises(RankstackError, match="query_tokens"):
-        SplitLayout(2, query_tokens=64, window=64)
+    with pytest.raises(RankstackError, match="query_tokens=2"):
+        SplitLayout(2, query_tokens=2)
 
 
 def test_the_state_cache_is_bounded_and_reports_cut_documents() -> None:
@@ -86,7 +87,8 @@ def teacher(tiny_beir: Path, tiny_index: Index, tmp_path: Path) -> Path:
 
 def _split(teacher: Path, beir: Path, index: Index, output: Path, **extra):  # type: ignore[no-untyped-def]
     return train_split_cross_encoder(str(teacher), beir, output, index, local_layers=3, query_tokens=16,
-                                     split="test", list_size=3, epochs=2, dev_fraction=0.0, precision="fp32",
+                                     document_tokens=48, split="test", list_size=3, epochs=2, dev_fraction=0.0,
+                                     precision="fp32",
                                      **{"max_steps": 4, "save_steps": 2, **extra})
 
 
@@ -96,7 +98,7 @@ def test_split_training_saves_a_model_the_stage_reranks_with(teacher: Path, tiny
     output = tmp_path / "split"
     card = _split(teacher, tiny_beir, tiny_index, output)
     assert card["kind"] == "split-cross-encoder" and card["layout"] == {"local_layers": 3, "query_tokens": 16,
-                                                                         "window": 64, "layers": 6}
+                                                                         "document_tokens": 48, "layers": 6}
     assert card["parameters"]["steps"] == 4 and not list(tmp_path.glob(".split.*"))
     lazy = parse_pipeline(f"bm25%5>>cross_encoder(model={output},precision=fp32)", tiny_index)
     eager = parse_pipeline(f"bm25%5>>cross_encoder(model={output},precision=fp32,precompute=true)",

@@ -6,8 +6,8 @@ restricted to each segment, and documents move to fixed positions. It then learn
 differences over every pair of documents in each training list (MarginMSE, Hofstätter et al., 2020,
 taken over all pairs of a list rather than positive-negative pairs only).
 
-Unlike layer dropping, no weights are removed, so the student keeps the teacher's capacity: on SciFact a
-3-of-6 split starts at 0.68 nDCG@10 before training where a 3-layer student starts below 0.50.
+Unlike layer dropping, no weights are removed, so the student keeps the teacher's capacity: on SciFact
+(dev nDCG@10, reranking bm25%30) a 3-of-6 split scores 0.68 before any training, 3-layer students 0.41-0.53.
 """
 
 from __future__ import annotations
@@ -89,7 +89,8 @@ class _Checkpoints:
 
 
 def train_split_cross_encoder(teacher_model: str, dataset_dir: str | Path, output: str | Path, index: Index,
-                              local_layers: int = 3, query_tokens: int = 32, split: str = "train",
+                              local_layers: int = 3, query_tokens: int = 64, document_tokens: int = 224,
+                              split: str = "train",
                               epochs: int = 1, list_size: int = 16, learning_rate: float = 5e-5, seed: int = 42,
                               miner: str = "bm25%30", dev_fraction: float = 0.1, save_steps: int = 100,
                               max_steps: int = -1, precision: str = "auto", pseudo_queries: int = 0,
@@ -102,7 +103,7 @@ def train_split_cross_encoder(teacher_model: str, dataset_dir: str | Path, outpu
     if precision == "int8":
         precision = "fp32"  # int8 is an inference format; training runs in full precision
     teacher = load_cross_encoder(str(resolve_model_location(teacher_model)))
-    layout = SplitLayout(local_layers, query_tokens, int(teacher.max_seq_length))
+    layout = SplitLayout(local_layers, query_tokens, document_tokens)
     student = SplitCrossEncoder.from_cross_encoder(teacher, layout)
     dataset = BeirDataset.open(dataset_dir)
     data = mine_examples(dataset, index, split, miner, negatives_per_positive=list_size - 1,
@@ -153,8 +154,8 @@ def train_split_cross_encoder(teacher_model: str, dataset_dir: str | Path, outpu
     dev_ndcg = dev_reranking(index, data.dev_queries, dev_qrels(dataset, split, data.dev_queries), miner, precision)
     dev = {"teacher": dev_ndcg(teacher), "student": dev_ndcg(student)} if data.dev_queries else {}
     card = {"kind": "split-cross-encoder", "head": "segment-similarity", "distilled_from": str(teacher_model),
-            "layout": {"local_layers": local_layers, "query_tokens": query_tokens, "window": layout.window,
-                       "layers": len(student.encoder.encoder.layer)},
+            "layout": {"local_layers": local_layers, "query_tokens": query_tokens,
+                       "document_tokens": document_tokens, "layers": len(student.encoder.encoder.layer)},
             "dataset": str(dataset.root), "split": split,
             "data": {**data.to_json(), "pseudo_query_lists": len(examples) - len(data.examples)}, "miner": miner,
             "parameters": {"epochs": epochs, "list_size": list_size, "learning_rate": learning_rate, "seed": seed,
