@@ -114,7 +114,7 @@ def test_split_training_saves_a_model_the_stage_reranks_with(teacher: Path, tiny
         lazy.search("parrot feathers " * 20)  # a query longer than its 16 tokens is cut, and said so
     assert "truncated" in caplog.text
     with pytest.raises(RankstackError, match="split cross-encoder"):
-        _ = CrossEncoderReranker(tiny_index, str(output), precision="int8").loaded
+        CrossEncoderReranker(tiny_index, str(output), precision="int8")  # refused when the pipeline is built
 
 
 def test_an_interrupted_split_run_resumes_to_the_same_weights(teacher: Path, tiny_beir: Path,
@@ -134,3 +134,15 @@ def test_an_interrupted_split_run_resumes_to_the_same_weights(teacher: Path, tin
     first, second = SplitCrossEncoder.load(str(whole)), SplitCrossEncoder.load(str(resumed))
     for (name, a), (_, b) in zip(first.state_dict().items(), second.state_dict().items(), strict=True):
         assert torch.allclose(a, b, atol=1e-6), name
+
+
+def test_a_checkpoint_folder_of_another_run_is_not_resumed(tmp_path: Path) -> None:
+    from rankstack.train.split import _Checkpoints
+
+    checkpoints = _Checkpoints(tmp_path / ".model.checkpoints", every=2)
+    checkpoints.claim({"teacher": "a", "seed": 1})
+    checkpoints.claim({"teacher": "a", "seed": 1})  # the same run again: resumes
+    with pytest.raises(RankstackError, match=r"\(seed differ\).*delete that folder"):
+        checkpoints.claim({"teacher": "a", "seed": 2})
+    with pytest.raises(RankstackError, match="save_steps"):
+        _Checkpoints(tmp_path, every=0)

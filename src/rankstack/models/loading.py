@@ -62,3 +62,10 @@ def describe_load_failure(model: str, error: Exception) -> ModelLoadError:
         f"could not load model '{model}': it is not a local model directory and could not be loaded as a "
         f"Hugging Face model id ({reason[:200]}). Give a directory holding a saved model, or an id such as "
         f"{DEFAULT_DENSE_MODEL} on a machine with network access.")
+
+
+SPLIT_CONFIG = "rankstack_split.json"  # marks a split cross-encoder's directory (rankstack train split)
+
+
+def is_split_cross_encoder(location: str) -> bool:
+    return (Path(location) / SPLIT_CONFIG).is_file()

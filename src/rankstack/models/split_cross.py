@@ -16,6 +16,7 @@ documents to ``document_tokens``; each has its own room, so a long query does no
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -24,9 +25,10 @@ import torch
 
 from rankstack.errors import RankstackError
 from rankstack.models.cross_heads import SegmentSimilarity, segment_head_folder
+from rankstack.models.loading import SPLIT_CONFIG
 
-SPLIT_CONFIG = "rankstack_split.json"
 _HEAD_FOLDER = "1_SegmentSimilarity"
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -53,10 +55,6 @@ class SplitLayout:
         return self.query_tokens + self.document_tokens
 
 
-def is_split_cross_encoder(location: str) -> bool:
-    return (Path(location) / SPLIT_CONFIG).is_file()
-
-
 class SplitCrossEncoder(torch.nn.Module):
     """A BERT-style encoder plus a segment-similarity head, with the lower layers split by segment."""
 
@@ -71,6 +69,8 @@ class SplitCrossEncoder(torch.nn.Module):
         if layout.window > encoder.config.max_position_embeddings:
             raise RankstackError(f"window {layout.window} is longer than the model's "
                                  f"{encoder.config.max_position_embeddings} positions")
+        # the masks below are boolean (True = attend), as SDPA reads them; eager attention would add them
+        encoder.set_attn_implementation("sdpa")
         self.encoder, self.tokenizer, self.head, self.layout = encoder, tokenizer, head, layout
         self.sep_id = int(tokenizer.sep_token_id)
 
@@ -85,7 +85,6 @@ class SplitCrossEncoder(torch.nn.Module):
             raise RankstackError("only cross-encoders with a segment-similarity head (rankstack train cross-encoder) "
                                  "can be split: their score reads each segment's tokens, not one [CLS] vector")
         encoder = copy.deepcopy(model[0].model)
-        encoder.set_attn_implementation("sdpa")
         return cls(encoder, model.tokenizer, copy.deepcopy(model[1]), layout)
 
     @classmethod
@@ -202,6 +201,7 @@ class SplitCrossEncoder(torch.nn.Module):
         """Scores for (query, document) pairs by the split path, like ``CrossEncoder.predict``."""
         import numpy as np
 
+        self.eval()
         scores = np.zeros(len(pairs), dtype=np.float32)
         by_query: dict[str, list[int]] = {}
         for position, (query, _document) in enumerate(pairs):
@@ -253,7 +253,7 @@ class DocumentStateCache:
             chunk_texts = [first_text[k] for k in chunk]
             lengths = [len(ids) - 1 for ids in model.document_ids(chunk_texts)]
             for k, states, length in zip(chunk, model.document_states(chunk_texts), lengths, strict=True):
-                found[k] = (states.to(torch.float16).clone(), length >= room and _longer(model, first_text[k], room))
+                found[k] = (states.to(torch.float16, copy=True), length >= room and _longer(model, first_text[k], room))
         for k in keys:
             self._remember(k, found[k])
         return [found[k] for k in keys]
@@ -312,6 +312,10 @@ class SplitScorer:
                 self.cache.states(self.model, [docs[d].contents for d in ids if d in docs], self.batch_size)
                 if advance:
                     advance(len(ids))
+        if len(self.cache) < len(doc_ids):
+            logger.warning("precomputed states of %d documents fill the %d MiB cache; %d were dropped again (raise "
+                           "cache_mb to keep them all)", len(doc_ids), self.cache.max_bytes // 2**20,
+                           len(doc_ids) - len(self.cache))
 
     def score(self, query: str, texts: list[str]) -> tuple[list[float], int]:
         """Scores for ``texts`` and how many inputs (documents, or the query) were cut to fit the window."""

@@ -15,9 +15,14 @@ from typing import Any
 
 import numpy as np
 
-from rankstack.errors import PipelineError
+from rankstack.errors import PipelineError, RankstackError
 from rankstack.models.encoder import precision_context, quantize_int8, resolve_precision
-from rankstack.models.loading import describe_load_failure, require, resolve_model_location
+from rankstack.models.loading import (
+    describe_load_failure,
+    is_split_cross_encoder,
+    require,
+    resolve_model_location,
+)
 from rankstack.stages.base import SearchContext, Stage, candidate_texts
 from rankstack.stages.registry import register_keyword_stage
 from rankstack.types import Query, Run, ScoredDoc
@@ -119,15 +124,23 @@ class CrossEncoderReranker(_Reranker):
         resolve_precision(precision)  # reject unknown values when the pipeline is built
         if cache_mb < 0:
             raise PipelineError(f"cross_encoder: cache_mb must be 0 or more, got {cache_mb}")
+        if is_split_cross_encoder(model) and (max_length or precision == "int8"):
+            raise PipelineError(f"cross_encoder: {model} is a split cross-encoder; its window is fixed by its "
+                                f"training and it runs in fp32 or bf16 (drop max_length, use precision=auto)")
 
     def params(self) -> dict[str, Any]:
         return {"model": self.model, "batch_size": self.batch_size, "max_length": self.max_length,
                 "precision": self.precision, "precompute": self.precompute, "cache_mb": self.cache_mb}
 
     def prepare(self, as_first_stage: bool, progress: Any) -> None:
+        from rankstack.models.split_cross import SplitScorer
+
         loaded = self.loaded
-        if self.precompute and hasattr(loaded, "precompute"):  # a split cross-encoder's scorer
+        if self.precompute and isinstance(loaded, SplitScorer):
             loaded.precompute(self.index, progress)
+        elif self.precompute:
+            logger.warning("cross_encoder: precompute applies to split cross-encoders (rankstack train split); "
+                           "%s is not one, so there is nothing to precompute", self.model)
 
     def defaults(self) -> dict[str, Any]:
         return dict(_CROSS_DEFAULTS)
@@ -136,7 +149,7 @@ class CrossEncoderReranker(_Reranker):
     def loaded(self) -> Any:
         require("sentence_transformers", "rerank", "Cross-encoder reranking")
         from rankstack.models.cross_heads import load_cross_encoder
-        from rankstack.models.split_cross import SplitCrossEncoder, SplitScorer, is_split_cross_encoder
+        from rankstack.models.split_cross import SplitCrossEncoder, SplitScorer
 
         location = str(resolve_model_location(self.model))
         split = is_split_cross_encoder(location)
@@ -145,6 +158,8 @@ class CrossEncoderReranker(_Reranker):
                                 f"its training and it runs in fp32 or bf16 (drop max_length, use precision=auto)")
         try:
             model = SplitCrossEncoder.load(location) if split else load_cross_encoder(location, self.max_length or None)
+        except RankstackError:
+            raise  # already says what is wrong (a split model's bad layout, say)
         except Exception as error:  # noqa: BLE001 - any loader failure becomes one clear message
             raise describe_load_failure(self.model, error) from None
         if split:
@@ -152,8 +167,10 @@ class CrossEncoderReranker(_Reranker):
         return quantize_int8(model) if resolve_precision(self.precision) == "int8" else model
 
     def score(self, query: str, texts: list[str]) -> Sequence[float]:
+        from rankstack.models.split_cross import SplitScorer
+
         model = self.loaded
-        if hasattr(model, "precompute"):  # a split cross-encoder's scorer
+        if isinstance(model, SplitScorer):
             scores, truncated = model.score(query, texts)
             self._truncated += truncated
             self._inputs += len(texts)

@@ -12,15 +12,18 @@ Unlike layer dropping, no weights are removed, so the student keeps the teacher'
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import shutil
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from rankstack.errors import RankstackError
 from rankstack.index import Index
 from rankstack.io import BeirDataset
 from rankstack.models.cross_heads import load_cross_encoder
@@ -64,10 +67,26 @@ def _tqdm(items: list[Any], description: str) -> Any:
 
 class _Checkpoints:
     """Model, optimiser, schedule and step every ``every`` steps, written whole or not at all; the two
-    newest are kept. Teacher scores are saved once, so a resumed run does not score again."""
+    newest are kept. Teacher scores are saved once, so a resumed run does not score again. The run's
+    arguments are saved too: resuming with other ones would mix two runs, so it is refused."""
 
     def __init__(self, folder: Path, every: int) -> None:
+        if every < 1:
+            raise RankstackError(f"save_steps must be at least 1, got {every}")
         self.folder, self.every = folder, every
+
+    def claim(self, arguments: dict[str, Any]) -> None:
+        path = self.folder / "arguments.json"
+        if path.is_file():
+            saved = json.loads(path.read_text(encoding="utf-8"))
+            if saved != arguments:
+                changed = sorted(k for k in arguments.keys() | saved.keys() if saved.get(k) != arguments.get(k))
+                raise RankstackError(f"{self.folder} holds an interrupted run with other arguments "
+                                     f"({', '.join(changed)} differ); rerun with the same arguments to resume it, "
+                                     f"or delete that folder to start afresh")
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(arguments, indent=2) + "\n", encoding="utf-8")
 
     def teacher_lists(self) -> list[TrainingList] | None:
         path = self.folder / "teacher_lists.pt"
@@ -111,6 +130,10 @@ def train_split_cross_encoder(teacher_model: str, dataset_dir: str | Path, outpu
     examples = data.examples + (pseudo_query_lists(index, pseudo_queries, miner, list_size, seed)
                                 if pseudo_queries else [])
     checkpoints = _Checkpoints(checkpoint_folder(output), save_steps)
+    checkpoints.claim({"teacher": str(teacher_model), "dataset": str(dataset.root), "split": split,
+                       "layout": asdict(layout), "epochs": epochs, "list_size": list_size,
+                       "learning_rate": learning_rate, "seed": seed, "miner": miner, "dev_fraction": dev_fraction,
+                       "max_steps": max_steps, "precision": precision, "pseudo_queries": pseudo_queries})
     lists = checkpoints.teacher_lists()
     if lists is None:
         lists = _teacher_lists(teacher.eval(), examples, precision, _tqdm)
