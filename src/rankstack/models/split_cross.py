@@ -113,14 +113,24 @@ class SplitCrossEncoder(torch.nn.Module):
 
     # -- tokenization -------------------------------------------------------------------------------
 
+    def fit_query(self, query: str) -> tuple[list[int], bool]:
+        """The query's tokens ([CLS] ... [SEP]) within ``query_tokens``, and whether it was cut: one
+        tokenization gives both."""
+        ids = list(self.tokenizer(query, verbose=False)["input_ids"])
+        room = self.layout.query_tokens
+        return (ids if len(ids) <= room else [*ids[:room - 1], ids[-1]]), len(ids) > room
+
+    def fit_documents(self, documents: list[str]) -> tuple[list[list[int]], list[bool]]:
+        """Each document's tokens plus the closing [SEP] within ``document_tokens``, and whether it was cut."""
+        room = self.layout.document_tokens - 1
+        encoded = self.tokenizer(documents, add_special_tokens=False, verbose=False)["input_ids"]
+        return [[*ids[:room], self.sep_id] for ids in encoded], [len(ids) > room for ids in encoded]
+
     def query_ids(self, query: str) -> list[int]:
-        return list(self.tokenizer(query, truncation=True, max_length=self.layout.query_tokens)["input_ids"])
+        return self.fit_query(query)[0]
 
     def document_ids(self, documents: list[str]) -> list[list[int]]:
-        """Each document's tokens plus the closing [SEP], within ``document_tokens``."""
-        room = self.layout.document_tokens - 1
-        encoded = self.tokenizer(documents, add_special_tokens=False, truncation=True, max_length=room)
-        return [[*ids, self.sep_id] for ids in encoded["input_ids"]]
+        return self.fit_documents(documents)[0]
 
     def _segment(self, ids: list[list[int]], first_position: int, token_type: int) -> dict[str, torch.Tensor]:
         longest = max(len(i) for i in ids)
@@ -149,12 +159,17 @@ class SplitCrossEncoder(torch.nn.Module):
 
     def document_states(self, documents: list[str]) -> list[torch.Tensor]:
         """The split layers' output for each document alone: what can be computed before any query."""
-        ids = self.document_ids(documents)
+        return self.document_states_of(self.document_ids(documents))
+
+    def document_states_of(self, ids: list[list[int]]) -> list[torch.Tensor]:
         states = self._lower(self._segment(ids, self.layout.query_tokens, 1))
         return [states[row, :len(tokens)] for row, tokens in enumerate(ids)]
 
     def query_states(self, query: str) -> torch.Tensor:
-        return self._lower(self._segment([self.query_ids(query)], 0, 0))[0]
+        return self.query_states_of(self.query_ids(query))
+
+    def query_states_of(self, ids: list[int]) -> torch.Tensor:
+        return self._lower(self._segment([ids], 0, 0))[0]
 
     def upper_scores(self, query: torch.Tensor, documents: list[torch.Tensor]) -> torch.Tensor:
         """Scores from the query's and each document's split-layer states, through the joint layers."""
@@ -247,13 +262,11 @@ class DocumentStateCache:
         missing = list(dict.fromkeys(k for k in keys if k not in self._states))
         first_text = dict(zip(keys, texts, strict=True))
         found = {k: self._states[k] for k in keys if k in self._states}
-        room = model.layout.document_tokens - 1
         for start in range(0, len(missing), batch_size):
             chunk = missing[start:start + batch_size]
-            chunk_texts = [first_text[k] for k in chunk]
-            lengths = [len(ids) - 1 for ids in model.document_ids(chunk_texts)]
-            for k, states, length in zip(chunk, model.document_states(chunk_texts), lengths, strict=True):
-                found[k] = (states.to(torch.float16, copy=True), length >= room and _longer(model, first_text[k], room))
+            ids, cut = model.fit_documents([first_text[k] for k in chunk])
+            for k, states, was_cut in zip(chunk, model.document_states_of(ids), cut, strict=True):
+                found[k] = (states.to(torch.float16, copy=True), was_cut)
         for k in keys:
             self._remember(k, found[k])
         return [found[k] for k in keys]
@@ -270,11 +283,6 @@ class DocumentStateCache:
         while self.bytes > self.max_bytes:
             _, (dropped, _) = self._states.popitem(last=False)
             self.bytes -= dropped.numel() * dropped.element_size()
-
-
-def _longer(model: SplitCrossEncoder, text: str, room: int) -> bool:
-    """Whether a document that filled its room was actually cut (rather than fitting exactly)."""
-    return len(model.tokenizer(text, add_special_tokens=False, truncation=False, verbose=False)["input_ids"]) > room
 
 
 class SplitScorer:
@@ -323,11 +331,10 @@ class SplitScorer:
             return [], 0
         with torch.inference_mode(), self._precision():
             entries = self.cache.states(self.model, texts, self.batch_size)
-            query_states = self.model.query_states(query)
+            query_ids, query_cut = self.model.fit_query(query)
+            query_states = self.model.query_states_of(query_ids)
             scores: list[float] = []
             for start in range(0, len(entries), self.batch_size):
                 chunk = [states for states, _ in entries[start:start + self.batch_size]]
                 scores.extend(self.model.upper_scores(query_states, chunk).tolist())
-        query_cut = len(self.model.tokenizer(query, truncation=False, verbose=False)["input_ids"]) \
-            > self.model.layout.query_tokens
         return scores, len(texts) if query_cut else sum(cut for _, cut in entries)
