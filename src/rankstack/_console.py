@@ -22,7 +22,8 @@ from rich.text import Text
 stdout = Console(soft_wrap=True)
 if not stdout.is_terminal:
     stdout = Console(soft_wrap=True, width=160)  # piped tables: do not squeeze them into 80 columns
-stderr = Console(stderr=True)
+# soft_wrap: messages name files; a path broken across lines cannot be copied or grepped
+stderr = Console(stderr=True, soft_wrap=True)
 
 
 class _RateColumn(ProgressColumn):
