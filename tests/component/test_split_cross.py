@@ -17,11 +17,21 @@ import torch  # noqa: E402
 from rankstack.errors import RankstackError  # noqa: E402
 from rankstack.index import Index  # noqa: E402
 from rankstack.models.cross_heads import SegmentSimilarity  # noqa: E402
-from rankstack.models.split_cross import DocumentStateCache, SplitCrossEncoder, SplitLayout  # noqa: E402
+from rankstack.models.split_cross import (  # noqa: E402
+    DocumentStateCache,
+    SplitCrossEncoder,
+    SplitLayout,
+    SplitScorer,
+)
 from rankstack.stages import parse_pipeline  # noqa: E402
 from rankstack.stages.rerank import CrossEncoderReranker  # noqa: E402
 from rankstack.train.cross_encoder import train_cross_encoder  # noqa: E402
-from rankstack.train.split import all_pairs_margin_mse, train_split_cross_encoder  # noqa: E402
+from rankstack.train.split import (  # noqa: E402
+    all_pairs_margin_mse,
+    hidden_state_loss,
+    train_split_cross_encoder,
+    without_attention_dropout,
+)
 
 DOCUMENTS = ["dogs are loyal companions", "parrots have bright feathers and can talk",
              "the stock market fell sharply today " * 20]
@@ -71,10 +81,75 @@ def test_the_state_cache_is_bounded_and_reports_cut_documents() -> None:
     assert len(small) < 3 and small.bytes <= small.max_bytes
 
 
+def test_stored_states_serve_the_same_model_only_and_survive_a_bad_file(tiny_index: Index, tmp_path: Path,
+                                                                        caplog: pytest.LogCaptureFixture) -> None:
+    store = tmp_path / "states"
+    first = SplitScorer(_tiny(), "fp32", batch_size=4, cache_mb=64)
+    first.precompute(tiny_index, None, store)
+    [saved] = list(store.glob("*.npz"))
+    assert first.cache.computed == tiny_index.num_docs and not list(store.glob(".*"))
+
+    again = SplitScorer(_tiny(), "fp32", batch_size=4, cache_mb=64)  # a restart: same weights, new process
+    again.precompute(tiny_index, None, store)
+    assert again.cache.computed == 0 and len(again.cache) == tiny_index.num_docs
+    texts = [doc.contents for doc in tiny_index.view().get_docs(list(tiny_index.view().doc_positions)).values()]
+    assert again.score("parrot feathers", texts)[0] == pytest.approx(first.score("parrot feathers", texts)[0])
+
+    other = _tiny()
+    with torch.no_grad():
+        other.encoder.encoder.layer[0].output.dense.bias += 0.1
+    changed = SplitScorer(other, "fp32", batch_size=4, cache_mb=64)
+    changed.precompute(tiny_index, None, store)  # other weights: nothing stored applies
+    assert changed.cache.computed == tiny_index.num_docs and len(list(store.glob("*.npz"))) == 2
+
+    saved.write_bytes(b"not a states file")
+    broken = SplitScorer(_tiny(), "fp32", batch_size=4, cache_mb=64)
+    with caplog.at_level(logging.WARNING):
+        broken.precompute(tiny_index, None, store)
+    assert "ignoring stored document states" in caplog.text and str(saved) in caplog.text
+    assert broken.cache.computed == tiny_index.num_docs
+    assert DocumentStateCache(10**9).load(saved) == tiny_index.num_docs  # rewritten whole
+
+
+def test_states_without_precompute_are_refused(tiny_index: Index, tmp_path: Path) -> None:
+    with pytest.raises(RankstackError, match="add precompute=true"):
+        parse_pipeline(f"bm25%5>>cross_encoder(model=x,states={tmp_path})", tiny_index)
+
+
 def test_all_pairs_margin_mse_ignores_a_shift_and_sees_an_order_change() -> None:
     teacher = torch.tensor([3.0, 1.0, -2.0])
     assert float(all_pairs_margin_mse(teacher + 5.0, teacher)) == 0.0
     assert float(all_pairs_margin_mse(teacher.flip(0), teacher)) > 1.0
+
+
+def test_the_joint_path_hands_out_the_states_it_scores_from() -> None:
+    model = _tiny(local_layers=2)
+    states: list[torch.Tensor] = []
+    with torch.inference_mode():
+        scores = model("are dogs loyal", DOCUMENTS, states=states)
+        inputs = model.joint_inputs("are dogs loyal", DOCUMENTS)
+        again = model._head(states[-1], inputs["valid"], inputs["token_type_ids"])
+    assert len(states) == 2  # the last split layer and the one joint layer
+    assert torch.allclose(scores, again)
+
+
+def test_hidden_state_loss_is_relative_and_reads_only_valid_tokens() -> None:
+    teacher = [torch.randn(2, 5, 4), 10 * torch.randn(2, 5, 4)]
+    valid = torch.tensor([[True] * 5, [True, True, False, False, False]])
+    assert float(hidden_state_loss(teacher, teacher, valid)) == 0.0
+    padded = [t.clone() for t in teacher]
+    padded[0][1, 3:] += 100.0  # noise on padding is not an error
+    assert float(hidden_state_loss(padded, teacher, valid)) == 0.0
+    zero = hidden_state_loss([torch.zeros_like(t) for t in teacher], teacher, valid)
+    assert float(zero) == pytest.approx(1.0)  # predicting nothing costs 1 at every scale
+
+
+def test_attention_dropout_is_turned_off_and_hidden_dropout_kept() -> None:
+    model = _tiny()
+    assert without_attention_dropout(model.encoder) == 3
+    dropouts = {name: m.p for name, m in model.encoder.named_modules() if isinstance(m, torch.nn.Dropout)}
+    assert all(p == 0.0 for name, p in dropouts.items() if name.endswith("attention.self.dropout"))
+    assert any(p > 0.0 for p in dropouts.values())
 
 
 @pytest.fixture
@@ -109,7 +184,7 @@ def test_split_training_saves_a_model_the_stage_reranks_with(teacher: Path, tiny
     assert len(reranker.loaded.cache) == tiny_index.num_docs
     lazy_hits, eager_hits = lazy.search("parrot feathers"), eager.search("parrot feathers")
     assert [h.doc_id for h in lazy_hits] == [h.doc_id for h in eager_hits] and len(lazy_hits) > 0
-    assert [h.score for h in lazy_hits] == pytest.approx([h.score for h in eager_hits], abs=1e-5)
+    assert [h.score for h in lazy_hits] == pytest.approx([h.score for h in eager_hits], rel=1e-5)  # batch padding
     with caplog.at_level(logging.WARNING):
         lazy.search("parrot feathers " * 20)  # a query longer than its 16 tokens is cut, and said so
     assert "truncated" in caplog.text

@@ -187,9 +187,10 @@ class SplitCrossEncoder(torch.nn.Module):
         hidden = self._layers(hidden, valid[:, None, None, :], self.encoder.encoder.layer[self.layout.local_layers:])
         return self._head(hidden, valid, token_types)
 
-    def forward(self, query: str, documents: list[str]) -> torch.Tensor:
-        """Joint path (for training): one batch, the split layers masked to attend within each segment.
-        Scores equal ``upper_scores(query_states(q), document_states(ds))`` up to rounding."""
+    def joint_inputs(self, query: str, documents: list[str]) -> dict[str, torch.Tensor]:
+        """One query with its documents as a padded batch, each row ``query | document``: ids, token types,
+        split-layout positions and the valid-token mask. The unsplit teacher reads the same rows (with
+        positions counted on from the query) when its states are distilled."""
         query_ids, document_ids = self.query_ids(query), self.document_ids(documents)
         length = len(query_ids)
         longest = length + max(len(d) for d in document_ids)
@@ -203,13 +204,30 @@ class SplitCrossEncoder(torch.nn.Module):
             valid[row, :end] = True
             positions[row, :length] = torch.arange(length)
             positions[row, length:end] = torch.arange(self.layout.query_tokens, self.layout.query_tokens + len(tokens))
-        hidden = self.encoder.embeddings(input_ids=input_ids, token_type_ids=token_types, position_ids=positions)
+        return {"input_ids": input_ids, "token_type_ids": token_types, "positions": positions, "valid": valid}
+
+    def forward(self, query: str, documents: list[str], inputs: dict[str, torch.Tensor] | None = None,
+                states: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """Joint path (for training): one batch, the split layers masked to attend within each segment.
+        Scores equal ``upper_scores(query_states(q), document_states(ds))`` up to rounding. ``inputs``
+        reuses ``joint_inputs``; ``states``, when a list, receives the output of the last split layer and
+        of every joint layer (for distilling the teacher's states)."""
+        inputs = inputs or self.joint_inputs(query, documents)
+        valid, token_types = inputs["valid"], inputs["token_type_ids"]
+        longest = valid.shape[1]
+        hidden = self.encoder.embeddings(input_ids=inputs["input_ids"], token_type_ids=token_types,
+                                         position_ids=inputs["positions"])
         joint = valid[:, None, None, :].expand(-1, 1, longest, -1)
         segments = token_types.bool()
         within = joint & (segments[:, None, :, None] == segments[:, None, None, :])
         layers = self.encoder.encoder.layer
         hidden = self._layers(hidden, within, layers[:self.layout.local_layers])
-        hidden = self._layers(hidden, valid[:, None, None, :], layers[self.layout.local_layers:])
+        if states is not None:
+            states.append(hidden)
+        for layer in layers[self.layout.local_layers:]:
+            hidden = self._layers(hidden, valid[:, None, None, :], [layer])
+            if states is not None:
+                states.append(hidden)
         return self._head(hidden, valid, token_types)
 
     def predict(self, pairs: list[tuple[str, str]], batch_size: int = 32, **_: Any) -> Any:
@@ -230,6 +248,17 @@ class SplitCrossEncoder(torch.nn.Module):
                     scores[chunk] = self.upper_scores(query_states, documents).numpy()
         return scores
 
+    def fingerprint(self) -> str:
+        """A digest of the layout and every weight: stored document states are only valid for the model
+        that computed them."""
+        import hashlib
+
+        digest = hashlib.blake2b(json.dumps(asdict(self.layout), sort_keys=True).encode(), digest_size=16)
+        for name, tensor in self.state_dict().items():
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        return digest.hexdigest()
+
     def _head(self, hidden: torch.Tensor, valid: torch.Tensor, token_types: torch.Tensor) -> torch.Tensor:
         features = {"token_embeddings": hidden, "attention_mask": valid.long(), "token_type_ids": token_types}
         return self.head(features)["scores"].view(-1).float()
@@ -245,6 +274,7 @@ class DocumentStateCache:
 
         self.max_bytes = max_bytes
         self.bytes = 0
+        self.computed = 0  # documents read through the model, not found here
         self._states: OrderedDict[bytes, tuple[torch.Tensor, bool]] = OrderedDict()
 
     def __len__(self) -> int:
@@ -267,9 +297,52 @@ class DocumentStateCache:
             ids, cut = model.fit_documents([first_text[k] for k in chunk])
             for k, states, was_cut in zip(chunk, model.document_states_of(ids), cut, strict=True):
                 found[k] = (states.to(torch.float16, copy=True), was_cut)
+            self.computed += len(chunk)
         for k in keys:
             self._remember(k, found[k])
         return [found[k] for k in keys]
+
+    def save(self, path: Path) -> None:
+        """Every cached entry in one ``.npz`` file, written to a temporary name and renamed into place,
+        so a crash leaves the previous file or none, never half of one."""
+        import numpy as np
+
+        entries = list(self._states.items())
+        hidden = entries[0][1][0].shape[-1] if entries else 0
+        arrays = {
+            "keys": np.frombuffer(b"".join(k for k, _ in entries), dtype=np.uint8).reshape(-1, 16),
+            "lengths": np.array([states.shape[0] for _, (states, _) in entries], dtype=np.int64),
+            "cut": np.array([cut for _, (_, cut) in entries], dtype=bool),
+            "states": (torch.cat([states for _, (states, _) in entries]).numpy() if entries
+                       else np.zeros((0, hidden), dtype=np.float16)),
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.partial")
+        with partial.open("wb") as handle:
+            np.savez(handle, **arrays)  # type: ignore[arg-type]  # numpy's stub reads ** as allow_pickle
+        partial.replace(path)
+
+    def load(self, path: Path) -> int:
+        """Adds the entries saved at ``path``; returns how many. An unreadable file is reported and
+        skipped (its documents are computed again and the file rewritten)."""
+        import zipfile
+
+        import numpy as np
+
+        try:
+            with np.load(path) as saved:
+                keys, lengths, cut, states = saved["keys"], saved["lengths"], saved["cut"], saved["states"]
+            if not len(keys) == len(lengths) == len(cut) or int(lengths.sum()) != len(states):
+                raise ValueError("its arrays disagree in length")
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
+            logger.warning("ignoring stored document states %s (%s); they will be computed and saved again",
+                           path, error)
+            return 0
+        offsets = np.concatenate([[0], np.cumsum(lengths)])
+        for row in range(len(keys)):
+            entry = torch.from_numpy(states[offsets[row]:offsets[row + 1]].copy()), bool(cut[row])
+            self._remember(keys[row].tobytes(), entry)
+        return len(keys)
 
     def _remember(self, key: bytes, entry: tuple[torch.Tensor, bool]) -> None:
         if key in self._states:
@@ -307,8 +380,14 @@ class SplitScorer:
 
         return precision_context(self.precision)
 
-    def precompute(self, index: Any, progress: Any = None) -> None:
-        """Read every document of ``index`` through the split layers now (an index-time step)."""
+    def precompute(self, index: Any, progress: Any = None, store: Path | None = None) -> None:
+        """Read every document of ``index`` through the split layers now (an index-time step). With a
+        ``store`` folder, states saved there for this very model are loaded first, only documents new
+        or edited since are read, and the file is rewritten when any were."""
+        path = store / f"{self.model.fingerprint()}.npz" if store else None
+        if path is not None and path.is_file():
+            logger.info("loaded %d documents' states from %s", self.cache.load(path), path)
+        computed_before = self.cache.computed
         doc_ids = list(index.view().doc_positions)
         advance = progress(f"precomputing {len(doc_ids):,} documents' lower layers", len(doc_ids)) \
             if progress else None
@@ -320,6 +399,8 @@ class SplitScorer:
                 self.cache.states(self.model, [docs[d].contents for d in ids if d in docs], self.batch_size)
                 if advance:
                     advance(len(ids))
+        if path is not None and self.cache.computed > computed_before:
+            self.cache.save(path)
         if len(self.cache) < len(doc_ids):
             logger.warning("precomputed states of %d documents fill the %d MiB cache; %d were dropped again (raise "
                            "cache_mb to keep them all)", len(doc_ids), self.cache.max_bytes // 2**20,

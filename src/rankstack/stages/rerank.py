@@ -11,6 +11,7 @@ import itertools
 import logging
 from collections.abc import Sequence
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -109,35 +110,41 @@ class CrossEncoderReranker(_Reranker):
 
     A split cross-encoder (``rankstack train split``) reads documents through its lower layers once and
     keeps those states in memory (up to ``cache_mb``); ``precompute=true`` does that for the whole
-    collection before the first query, as an index-time step, instead of on first sight.
+    collection before the first query, as an index-time step, instead of on first sight; with
+    ``states=DIR`` those states are saved in DIR and loaded from there next time (for the same model).
     """
 
     name = "cross_encoder"
 
     def __init__(self, index: Any, model: str = "", batch_size: int = 32, max_length: int = 0,
-                 precision: str = "auto", precompute: bool = False, cache_mb: int = 2048) -> None:
+                 precision: str = "auto", precompute: bool = False, cache_mb: int = 2048,
+                 states: str = "") -> None:
         super().__init__(index, model, batch_size)
         self.max_length = max_length
         self.precision = precision
         self.precompute = precompute
         self.cache_mb = cache_mb
+        self.states = states
         resolve_precision(precision)  # reject unknown values when the pipeline is built
         if cache_mb < 0:
             raise PipelineError(f"cross_encoder: cache_mb must be 0 or more, got {cache_mb}")
+        if states and not precompute:
+            raise PipelineError(f"cross_encoder: states={states} keeps what precompute computes; add precompute=true")
         if is_split_cross_encoder(model) and (max_length or precision == "int8"):
             raise PipelineError(f"cross_encoder: {model} is a split cross-encoder; its window is fixed by its "
                                 f"training and it runs in fp32 or bf16 (drop max_length, use precision=auto)")
 
     def params(self) -> dict[str, Any]:
         return {"model": self.model, "batch_size": self.batch_size, "max_length": self.max_length,
-                "precision": self.precision, "precompute": self.precompute, "cache_mb": self.cache_mb}
+                "precision": self.precision, "precompute": self.precompute, "cache_mb": self.cache_mb,
+                "states": self.states}
 
     def prepare(self, as_first_stage: bool, progress: Any) -> None:
         from rankstack.models.split_cross import SplitScorer
 
         loaded = self.loaded
         if self.precompute and isinstance(loaded, SplitScorer):
-            loaded.precompute(self.index, progress)
+            loaded.precompute(self.index, progress, Path(self.states) if self.states else None)
         elif self.precompute:
             logger.warning("cross_encoder: precompute applies to split cross-encoders (rankstack train split); "
                            "%s is not one, so there is nothing to precompute", self.model)
@@ -267,7 +274,7 @@ class DuoT5(_T5Ranker):
 
 
 _CROSS_DEFAULTS: dict[str, Any] = {"model": "", "batch_size": 32, "max_length": 0, "precision": "auto",
-                                   "precompute": False, "cache_mb": 2048}
+                                   "precompute": False, "cache_mb": 2048, "states": ""}
 _MONO_DEFAULTS: dict[str, Any] = {"model": "castorini/monot5-base-msmarco", "batch_size": 16}
 _DUO_DEFAULTS: dict[str, Any] = {"model": "castorini/duot5-base-msmarco", "batch_size": 16, "top_k": 10}
 
