@@ -3,6 +3,7 @@ loads, an interrupted run resumes to the same weights."""
 
 from __future__ import annotations
 
+import gc
 import logging
 from pathlib import Path
 
@@ -89,11 +90,18 @@ def test_stored_states_serve_the_same_model_only_and_survive_a_bad_file(tiny_ind
     [saved] = list(store.glob("*.npz"))
     assert first.cache.computed == tiny_index.num_docs and not list(store.glob(".*"))
 
-    again = SplitScorer(_tiny(), "fp32", batch_size=4, cache_mb=64)  # a restart: same weights, new process
-    again.precompute(tiny_index, None, store)
-    assert again.cache.computed == 0 and len(again.cache) == tiny_index.num_docs
     texts = [doc.contents for doc in tiny_index.view().get_docs(list(tiny_index.view().doc_positions)).values()]
-    assert again.score("parrot feathers", texts)[0] == pytest.approx(first.score("parrot feathers", texts)[0])
+    before = first.score("parrot feathers", texts)[0]
+    del first
+    gc.collect()  # as after a restart: no scorer holds the cache in memory
+    again = SplitScorer(_tiny(), "fp32", batch_size=4, cache_mb=64)
+    with caplog.at_level(logging.INFO, logger="rankstack.models.split_cross"):
+        again.precompute(tiny_index, None, store)
+    assert f"loaded {tiny_index.num_docs} documents' states" in caplog.text
+    assert again.cache.computed == 0 and len(again.cache) == tiny_index.num_docs
+    assert again.score("parrot feathers", texts)[0] == pytest.approx(before)
+    del again
+    gc.collect()
 
     other = _tiny()
     with torch.no_grad():
@@ -102,6 +110,8 @@ def test_stored_states_serve_the_same_model_only_and_survive_a_bad_file(tiny_ind
     changed.precompute(tiny_index, None, store)  # other weights: nothing stored applies
     assert changed.cache.computed == tiny_index.num_docs and len(list(store.glob("*.npz"))) == 2
 
+    del changed
+    gc.collect()
     saved.write_bytes(b"not a states file")
     broken = SplitScorer(_tiny(), "fp32", batch_size=4, cache_mb=64)
     with caplog.at_level(logging.WARNING):
@@ -109,6 +119,24 @@ def test_stored_states_serve_the_same_model_only_and_survive_a_bad_file(tiny_ind
     assert "ignoring stored document states" in caplog.text and str(saved) in caplog.text
     assert broken.cache.computed == tiny_index.num_docs
     assert DocumentStateCache(10**9).load(saved) == tiny_index.num_docs  # rewritten whole
+
+
+def test_scorers_of_one_model_share_a_cache_safely_across_threads() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    one, two = SplitScorer(_tiny(), "fp32", 2, cache_mb=1), SplitScorer(_tiny(), "fp32", 2, cache_mb=3)
+    other = _tiny()
+    with torch.no_grad():
+        other.head.bias += 1.0
+    assert one.cache is two.cache and one.cache.max_bytes == 3 * 2**20
+    assert SplitScorer(other, "fp32", 2, cache_mb=1).cache is not one.cache
+    texts = [f"document number {n} about dogs and parrots" for n in range(40)]
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda s: s.score("dogs", texts)[0], [one, two] * 4))
+    assert all(r == pytest.approx(results[0]) for r in results)
+    cache = one.cache
+    assert len(cache) == 40 and cache.computed == 40  # each document read once, by whichever came first
+    assert cache.bytes == sum(s.numel() * 2 for s, _ in cache.states(one.model, texts, 8))
 
 
 def test_states_without_precompute_are_refused(tiny_index: Index, tmp_path: Path) -> None:
@@ -176,17 +204,20 @@ def test_split_training_saves_a_model_the_stage_reranks_with(teacher: Path, tiny
                                                                          "document_tokens": 48, "layers": 6}
     assert card["parameters"]["steps"] == 4 and not list(tmp_path.glob(".split.*"))
     lazy = parse_pipeline(f"bm25%5>>cross_encoder(model={output},precision=fp32)", tiny_index)
+    lazy_hits = lazy.search("parrot feathers")  # documents read on first sight, in this query's batches
+    del lazy
+    gc.collect()  # so the eager pipeline below starts with a cache of its own
     eager = parse_pipeline(f"bm25%5>>cross_encoder(model={output},precision=fp32,precompute=true)",
                            tiny_index)
     eager.prepare(None)
     reranker = eager.stages[-1]
     assert isinstance(reranker, CrossEncoderReranker)
-    assert len(reranker.loaded.cache) == tiny_index.num_docs
-    lazy_hits, eager_hits = lazy.search("parrot feathers"), eager.search("parrot feathers")
+    assert len(reranker.loaded.cache) == tiny_index.num_docs == reranker.loaded.cache.computed
+    eager_hits = eager.search("parrot feathers")
     assert [h.doc_id for h in lazy_hits] == [h.doc_id for h in eager_hits] and len(lazy_hits) > 0
     assert [h.score for h in lazy_hits] == pytest.approx([h.score for h in eager_hits], rel=1e-5)  # batch padding
     with caplog.at_level(logging.WARNING):
-        lazy.search("parrot feathers " * 20)  # a query longer than its 16 tokens is cut, and said so
+        eager.search("parrot feathers " * 20)  # a query longer than its 16 tokens is cut, and said so
     assert "truncated" in caplog.text
     with pytest.raises(RankstackError, match="split cross-encoder"):
         CrossEncoderReranker(tiny_index, str(output), precision="int8")  # refused when the pipeline is built

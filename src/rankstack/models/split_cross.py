@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+import weakref
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -276,6 +278,7 @@ class DocumentStateCache:
         self.bytes = 0
         self.computed = 0  # documents read through the model, not found here
         self._states: OrderedDict[bytes, tuple[torch.Tensor, bool]] = OrderedDict()
+        self.lock = threading.RLock()  # pipelines on several threads may share one cache (shared_cache)
 
     def __len__(self) -> int:
         return len(self._states)
@@ -288,6 +291,11 @@ class DocumentStateCache:
 
     def states(self, model: SplitCrossEncoder, texts: list[str], batch_size: int) -> list[tuple[torch.Tensor, bool]]:
         """(states, truncated) for each text, computing those not cached, ``batch_size`` at a time."""
+        with self.lock:
+            return self._states_of(model, texts, batch_size)
+
+    def _states_of(self, model: SplitCrossEncoder, texts: list[str],
+                   batch_size: int) -> list[tuple[torch.Tensor, bool]]:
         keys = [self.key(t) for t in texts]
         missing = list(dict.fromkeys(k for k in keys if k not in self._states))
         first_text = dict(zip(keys, texts, strict=True))
@@ -307,7 +315,8 @@ class DocumentStateCache:
         so a crash leaves the previous file or none, never half of one."""
         import numpy as np
 
-        entries = list(self._states.items())
+        with self.lock:
+            entries = list(self._states.items())
         hidden = entries[0][1][0].shape[-1] if entries else 0
         arrays = {
             "keys": np.frombuffer(b"".join(k for k, _ in entries), dtype=np.uint8).reshape(-1, 16),
@@ -339,9 +348,10 @@ class DocumentStateCache:
                            path, error)
             return 0
         offsets = np.concatenate([[0], np.cumsum(lengths)])
-        for row in range(len(keys)):
-            entry = torch.from_numpy(states[offsets[row]:offsets[row + 1]].copy()), bool(cut[row])
-            self._remember(keys[row].tobytes(), entry)
+        with self.lock:
+            for row in range(len(keys)):
+                entry = torch.from_numpy(states[offsets[row]:offsets[row + 1]].copy()), bool(cut[row])
+                self._remember(keys[row].tobytes(), entry)
         return len(keys)
 
     def _remember(self, key: bytes, entry: tuple[torch.Tensor, bool]) -> None:
@@ -358,6 +368,22 @@ class DocumentStateCache:
             self.bytes -= dropped.numel() * dropped.element_size()
 
 
+_SHARED_CACHES: weakref.WeakValueDictionary[str, DocumentStateCache] = weakref.WeakValueDictionary()
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_cache(fingerprint: str, max_bytes: int) -> DocumentStateCache:
+    """The process's cache for the model with this fingerprint: pipelines reranking with the same split
+    model (a server's presets, say) share the documents' states rather than each holding a copy. It
+    lives while some scorer uses it and holds as much as the largest bound asked for."""
+    with _SHARED_LOCK:
+        cache = _SHARED_CACHES.get(fingerprint)
+        if cache is None:
+            cache = _SHARED_CACHES[fingerprint] = DocumentStateCache(max_bytes)
+        cache.max_bytes = max(cache.max_bytes, max_bytes)
+        return cache
+
+
 class SplitScorer:
     """Scores (query, documents) with a split cross-encoder and a document-state cache."""
 
@@ -365,7 +391,8 @@ class SplitScorer:
         self.model = model.eval()
         self.precision = precision
         self.batch_size = batch_size
-        self.cache = DocumentStateCache(cache_mb * 2**20)
+        self.fingerprint = model.fingerprint()
+        self.cache = shared_cache(self.fingerprint, cache_mb * 2**20)
 
     @property
     def tokenizer(self) -> Any:
@@ -384,7 +411,7 @@ class SplitScorer:
         """Read every document of ``index`` through the split layers now (an index-time step). With a
         ``store`` folder, states saved there for this very model are loaded first, only documents new
         or edited since are read, and the file is rewritten when any were."""
-        path = store / f"{self.model.fingerprint()}.npz" if store else None
+        path = store / f"{self.fingerprint}.npz" if store else None
         if path is not None and path.is_file():
             logger.info("loaded %d documents' states from %s", self.cache.load(path), path)
         computed_before = self.cache.computed
