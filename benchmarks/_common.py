@@ -61,11 +61,19 @@ def describe_model(model: str) -> Any:
     if not card.is_file():
         return model
     facts = json.loads(card.read_text(encoding="utf-8"))
-    return {"trained_by": f"rankstack train {facts.get('kind')}" if "distilled_from" not in facts
-            else "rankstack train distil", "base": facts.get("base"), "layers": facts.get("layers"),
-            "dataset": Path(str(facts.get("dataset"))).name, "split": facts.get("split"),
-            "parameters": facts.get("parameters"), "dev_ndcg@10": facts.get("dev_ndcg@10"),
-            "train_seconds": facts.get("train_seconds")}
+    command = {"split-cross-encoder": "split"}.get(str(facts.get("kind")), str(facts.get("kind")))
+    split = "layout" in facts
+    described = {"trained_by": f"rankstack train {command}" if split or "distilled_from" not in facts
+                 else "rankstack train distil", "base": facts.get("base"),
+                 "layers": facts.get("layout") if split else facts.get("layers"),
+                 "dataset": Path(str(facts.get("dataset"))).name, "split": facts.get("split"),
+                 "parameters": facts.get("parameters"), "dev_ndcg@10": facts.get("dev_ndcg@10"),
+                 "train_seconds": facts.get("train_seconds")}
+    start = facts.get("initialised_from")
+    if start:  # a second round: describe the model it started from, never by its directory
+        described["initialised_from"] = (describe_model(str(start)) if (Path(start) / card.name).is_file()
+                                         else Path(str(start)).name)
+    return described
 
 
 def judged_test_queries(data: Path, count: int) -> tuple[Any, list[Any], list[Any], Any]:

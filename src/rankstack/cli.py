@@ -439,6 +439,8 @@ def train_split_command(
     hidden_weight: Annotated[float, typer.Option(min=0.0, help="Weight of the loss on the teacher's token states "
                                                  "(last split layer and every joint layer) next to the score "
                                                  "margins (0: margins only).")] = 1.0,
+    init: Annotated[str | None, typer.Option(help="Start from this split model (same layout) instead of a "
+                                             "copy of the teacher: a second round of distillation.")] = None,
 ) -> None:
     """Make a cross-encoder faster by splitting its lower layers by segment (PreTTR), distilled from itself."""
     from rankstack.train.split import train_split_cross_encoder
@@ -446,7 +448,7 @@ def train_split_command(
     opened = _mining_index(dataset)
     card = train_split_cross_encoder(teacher, dataset, output, opened, local_layers, query_tokens, document_tokens,
                                      split, epochs, list_size, learning_rate, seed, miner, max_steps=max_steps,
-                                     pseudo_queries=pseudo_queries, hidden_weight=hidden_weight)
+                                     pseudo_queries=pseudo_queries, hidden_weight=hidden_weight, init=init)
     stderr.print(f"saved a split cross-encoder ({local_layers} of {card['layout']['layers']} layers split) to "
                  f"{output} in {card['train_seconds']:.0f} s; dev nDCG@10 {card['dev_ndcg@10']}")
 

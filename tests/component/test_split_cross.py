@@ -252,3 +252,17 @@ def test_a_checkpoint_folder_of_another_run_is_not_resumed(tmp_path: Path) -> No
         checkpoints.claim({"teacher": "a", "seed": 2})
     with pytest.raises(RankstackError, match="save_steps"):
         _Checkpoints(tmp_path, every=0)
+
+
+def test_a_second_round_starts_from_the_split_model_of_the_same_layout(teacher: Path, tiny_beir: Path,
+                                                                        tiny_index: Index, tmp_path: Path) -> None:
+    first = tmp_path / "first"
+    _split(teacher, tiny_beir, tiny_index, first)
+    card = _split(teacher, tiny_beir, tiny_index, tmp_path / "second", init=str(first), max_steps=0)
+    assert card["initialised_from"] == str(first)
+    start, again = SplitCrossEncoder.load(str(first)), SplitCrossEncoder.load(str(tmp_path / "second"))
+    for (name, a), (_, b) in zip(start.state_dict().items(), again.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name  # no steps: the second model is the one it started from
+    with pytest.raises(RankstackError, match="pass the same --local-layers"):
+        train_split_cross_encoder(str(teacher), tiny_beir, tmp_path / "other", tiny_index, local_layers=2,
+                                  query_tokens=16, document_tokens=48, split="test", init=str(first))

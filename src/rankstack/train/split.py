@@ -146,13 +146,16 @@ def train_split_cross_encoder(teacher_model: str, dataset_dir: str | Path, outpu
                               epochs: int = 1, list_size: int = 16, learning_rate: float = 5e-5, seed: int = 42,
                               miner: str = "bm25%30", dev_fraction: float = 0.1, save_steps: int = 100,
                               max_steps: int = -1, precision: str = "auto", pseudo_queries: int = 0,
-                              hidden_weight: float = 1.0, on_step: Any = None) -> dict[str, Any]:
+                              hidden_weight: float = 1.0, init: str | None = None,
+                              on_step: Any = None) -> dict[str, Any]:
     """Train a split cross-encoder from ``teacher_model``; resumes from the newest checkpoint of an
     interrupted run. ``on_step(step)`` is called after each optimiser step (for tests and progress).
 
     ``hidden_weight`` weighs a second loss next to the score margins: the student's token states at the
     last split layer and every joint layer against the unsplit teacher's on the same tokens (in the
-    spirit of TinyBERT / MiniLM), a far richer signal per list than its 16 scores."""
+    spirit of TinyBERT / MiniLM), a far richer signal per list than its 16 scores. ``init`` starts the
+    student from a split model trained before (same layout) instead of a copy of the teacher: a second
+    round of distillation, on more lists or at a lower learning rate."""
     require("transformers", "train", "Split cross-encoder training")
     started = time.perf_counter()
     output, precision = Path(output), resolve_precision(precision)
@@ -160,7 +163,13 @@ def train_split_cross_encoder(teacher_model: str, dataset_dir: str | Path, outpu
         precision = "fp32"  # int8 is an inference format; training runs in full precision
     teacher = load_cross_encoder(str(resolve_model_location(teacher_model)))
     layout = SplitLayout(local_layers, query_tokens, document_tokens)
-    student = SplitCrossEncoder.from_cross_encoder(teacher, layout)
+    if init:
+        student = SplitCrossEncoder.load(str(resolve_model_location(init)))
+        if student.layout != layout:
+            raise RankstackError(f"{init} was split as {asdict(student.layout)}, not {asdict(layout)}; "
+                                 f"pass the same --local-layers, --query-tokens and --document-tokens")
+    else:
+        student = SplitCrossEncoder.from_cross_encoder(teacher, layout)
     without_attention_dropout(student.encoder)
     dataset = BeirDataset.open(dataset_dir)
     data = mine_examples(dataset, index, split, miner, negatives_per_positive=list_size - 1,
@@ -172,7 +181,7 @@ def train_split_cross_encoder(teacher_model: str, dataset_dir: str | Path, outpu
                        "layout": asdict(layout), "epochs": epochs, "list_size": list_size,
                        "learning_rate": learning_rate, "seed": seed, "miner": miner, "dev_fraction": dev_fraction,
                        "max_steps": max_steps, "precision": precision, "pseudo_queries": pseudo_queries,
-                       "hidden_weight": hidden_weight})
+                       "hidden_weight": hidden_weight, "init": init})
     lists = checkpoints.teacher_lists()
     if lists is None:
         lists = _teacher_lists(teacher.eval(), examples, precision, _tqdm)
@@ -222,6 +231,7 @@ def train_split_cross_encoder(teacher_model: str, dataset_dir: str | Path, outpu
     dev_ndcg = dev_reranking(index, data.dev_queries, dev_qrels(dataset, split, data.dev_queries), miner, precision)
     dev = {"teacher": dev_ndcg(teacher), "student": dev_ndcg(student)} if data.dev_queries else {}
     card = {"kind": "split-cross-encoder", "head": "segment-similarity", "distilled_from": str(teacher_model),
+            "initialised_from": init,
             "layout": {"local_layers": local_layers, "query_tokens": query_tokens,
                        "document_tokens": document_tokens, "layers": len(student.encoder.encoder.layer)},
             "dataset": str(dataset.root), "split": split,
