@@ -52,7 +52,7 @@ def require_data(path: Path, name: str = "SciFact") -> None:
         raise SystemExit(2)
 
 
-def describe_model(model: str) -> Any:
+def describe_model(model: str, depth: int = 0) -> Any:
     """What a model is, for a results file: its training card's key facts when rankstack trained it (not the
     directory it happened to sit in on the benchmark machine), else the id as given."""
     import json
@@ -71,7 +71,8 @@ def describe_model(model: str) -> Any:
                  "train_seconds": facts.get("train_seconds")}
     start = facts.get("initialised_from")
     if start:  # a second round: describe the model it started from, never by its directory
-        described["initialised_from"] = (describe_model(str(start)) if (Path(start) / card.name).is_file()
+        described["initialised_from"] = (describe_model(str(start), depth + 1)
+                                         if depth < 3 and (Path(start) / card.name).is_file()
                                          else Path(str(start)).name)
     return described
 

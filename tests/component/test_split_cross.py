@@ -121,6 +121,14 @@ def test_stored_states_serve_the_same_model_only_and_survive_a_bad_file(tiny_ind
     assert DocumentStateCache(10**9).load(saved) == tiny_index.num_docs  # rewritten whole
 
 
+def test_the_fingerprint_survives_saving_and_tells_models_and_precisions_apart(tmp_path: Path) -> None:
+    model = _tiny()
+    model.save(str(tmp_path / "m"))
+    assert SplitCrossEncoder.load(str(tmp_path / "m")).fingerprint() == model.fingerprint()
+    assert SplitScorer(model, "fp32", 2, 1).cache is not SplitScorer(model, "bf16", 2, 1).cache
+    assert SplitScorer(model, "fp32", 2, 0).cache is not SplitScorer(model, "fp32", 2, 0).cache  # 0: keep nothing
+
+
 def test_scorers_of_one_model_share_a_cache_safely_across_threads() -> None:
     from concurrent.futures import ThreadPoolExecutor
 
@@ -178,6 +186,12 @@ def test_attention_dropout_is_turned_off_and_hidden_dropout_kept() -> None:
     dropouts = {name: m.p for name, m in model.encoder.named_modules() if isinstance(m, torch.nn.Dropout)}
     assert all(p == 0.0 for name, p in dropouts.items() if name.endswith("attention.self.dropout"))
     assert any(p > 0.0 for p in dropouts.values())
+    model.train()
+    hidden = torch.randn(2, 7, 32)
+    attention, layer = model.encoder.encoder.layer[0].attention.self, model.encoder.encoder.layer[0]
+    first, second = attention(hidden)[0], attention(hidden)[0]
+    assert torch.equal(first, second)  # in training mode, attention itself is now deterministic ...
+    assert not torch.equal(layer(hidden)[0], layer(hidden)[0])  # ... and the layer still drops out
 
 
 @pytest.fixture
@@ -266,3 +280,6 @@ def test_a_second_round_starts_from_the_split_model_of_the_same_layout(teacher: 
     with pytest.raises(RankstackError, match="pass the same --local-layers"):
         train_split_cross_encoder(str(teacher), tiny_beir, tmp_path / "other", tiny_index, local_layers=2,
                                   query_tokens=16, document_tokens=48, split="test", init=str(first))
+    with pytest.raises(RankstackError, match="is not a split cross-encoder"):
+        train_split_cross_encoder(str(teacher), tiny_beir, tmp_path / "other", tiny_index, local_layers=3,
+                                  query_tokens=16, document_tokens=48, split="test", init=str(teacher))

@@ -251,12 +251,17 @@ class SplitCrossEncoder(torch.nn.Module):
         return scores
 
     def fingerprint(self) -> str:
-        """A digest of the layout and every weight: stored document states are only valid for the model
-        that computed them."""
+        """A digest of the layout, the tokenizer's vocabulary and settings, and every weight: stored
+        document states are only valid for the model that computed them."""
         import hashlib
 
         digest = hashlib.blake2b(json.dumps(asdict(self.layout), sort_keys=True).encode(), digest_size=16)
+        tokenizer = {"class": type(self.tokenizer).__name__, "vocab": sorted(self.tokenizer.get_vocab().items()),
+                     "lower": getattr(self.tokenizer, "do_lower_case", None)}
+        digest.update(json.dumps(tokenizer).encode())
         for name, tensor in self.state_dict().items():
+            if ".pooler." in name:  # unused by the score, and re-initialised at random when a save lacks it
+                continue
             digest.update(name.encode())
             digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
         return digest.hexdigest()
@@ -282,6 +287,11 @@ class DocumentStateCache:
 
     def __len__(self) -> int:
         return len(self._states)
+
+    def count(self, keys: set[bytes]) -> int:
+        """How many of ``keys`` are held."""
+        with self.lock:
+            return sum(k in self._states for k in keys)
 
     @staticmethod
     def key(text: str) -> bytes:
@@ -310,13 +320,17 @@ class DocumentStateCache:
             self._remember(k, found[k])
         return [found[k] for k in keys]
 
-    def save(self, path: Path) -> None:
-        """Every cached entry in one ``.npz`` file, written to a temporary name and renamed into place,
-        so a crash leaves the previous file or none, never half of one."""
+    def save(self, path: Path, keys: set[bytes] | None = None) -> None:
+        """The cached entries (those of ``keys``, when given) in one ``.npz`` file, written to a
+        temporary file of its own, synced and renamed into place: a crash or a concurrent writer leaves
+        the previous file or the new one, never half of one."""
+        import os
+        import tempfile
+
         import numpy as np
 
         with self.lock:
-            entries = list(self._states.items())
+            entries = [(k, e) for k, e in self._states.items() if keys is None or k in keys]
         hidden = entries[0][1][0].shape[-1] if entries else 0
         arrays = {
             "keys": np.frombuffer(b"".join(k for k, _ in entries), dtype=np.uint8).reshape(-1, 16),
@@ -326,10 +340,16 @@ class DocumentStateCache:
                        else np.zeros((0, hidden), dtype=np.float16)),
         }
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{path.name}.partial")
-        with partial.open("wb") as handle:
-            np.savez(handle, **arrays)  # type: ignore[arg-type]  # numpy's stub reads ** as allow_pickle
-        partial.replace(path)
+        handle, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+        try:
+            with os.fdopen(handle, "wb") as out:
+                np.savez(out, **arrays)  # type: ignore[arg-type]  # numpy's stub reads ** as allow_pickle
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(partial, path)
+        except BaseException:
+            Path(partial).unlink(missing_ok=True)
+            raise
 
     def load(self, path: Path) -> int:
         """Adds the entries saved at ``path``; returns how many. An unreadable file is reported and
@@ -343,7 +363,9 @@ class DocumentStateCache:
                 keys, lengths, cut, states = saved["keys"], saved["lengths"], saved["cut"], saved["states"]
             if not len(keys) == len(lengths) == len(cut) or int(lengths.sum()) != len(states):
                 raise ValueError("its arrays disagree in length")
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
+            if keys.ndim != 2 or keys.shape[1] != 16 or states.dtype != np.float16:
+                raise ValueError("it is not a states file of this version")
+        except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as error:
             logger.warning("ignoring stored document states %s (%s); they will be computed and saved again",
                            path, error)
             return 0
@@ -376,6 +398,8 @@ def shared_cache(fingerprint: str, max_bytes: int) -> DocumentStateCache:
     """The process's cache for the model with this fingerprint: pipelines reranking with the same split
     model (a server's presets, say) share the documents' states rather than each holding a copy. It
     lives while some scorer uses it and holds as much as the largest bound asked for."""
+    if max_bytes == 0:
+        return DocumentStateCache(0)  # asked to keep nothing: a private cache that holds nothing
     with _SHARED_LOCK:
         cache = _SHARED_CACHES.get(fingerprint)
         if cache is None:
@@ -391,7 +415,8 @@ class SplitScorer:
         self.model = model.eval()
         self.precision = precision
         self.batch_size = batch_size
-        self.fingerprint = model.fingerprint()
+        # states computed in bf16 differ from fp32 ones: each precision has its cache and file
+        self.fingerprint = f"{model.fingerprint()}-{precision}"
         self.cache = shared_cache(self.fingerprint, cache_mb * 2**20)
 
     @property
@@ -419,19 +444,22 @@ class SplitScorer:
         advance = progress(f"precomputing {len(doc_ids):,} documents' lower layers", len(doc_ids)) \
             if progress else None
         chunk = self.batch_size * 8
+        keys: set[bytes] = set()  # this collection's documents: the shared cache may hold others too
         with torch.inference_mode(), self._precision():
             for start in range(0, len(doc_ids), chunk):
                 ids = doc_ids[start:start + chunk]
                 docs = index.view().get_docs(ids)
-                self.cache.states(self.model, [docs[d].contents for d in ids if d in docs], self.batch_size)
+                texts = [docs[d].contents for d in ids if d in docs]
+                keys.update(self.cache.key(t) for t in texts)
+                self.cache.states(self.model, texts, self.batch_size)
                 if advance:
                     advance(len(ids))
         if path is not None and self.cache.computed > computed_before:
-            self.cache.save(path)
-        if len(self.cache) < len(doc_ids):
+            self.cache.save(path, keys)
+        kept = self.cache.count(keys)
+        if kept < len(keys):
             logger.warning("precomputed states of %d documents fill the %d MiB cache; %d were dropped again (raise "
-                           "cache_mb to keep them all)", len(doc_ids), self.cache.max_bytes // 2**20,
-                           len(doc_ids) - len(self.cache))
+                           "cache_mb to keep them all)", len(keys), self.cache.max_bytes // 2**20, len(keys) - kept)
 
     def score(self, query: str, texts: list[str]) -> tuple[list[float], int]:
         """Scores for ``texts`` and how many inputs (documents, or the query) were cut to fit the window."""

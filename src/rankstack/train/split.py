@@ -28,7 +28,7 @@ from rankstack.index import Index
 from rankstack.io import BeirDataset
 from rankstack.models.cross_heads import load_cross_encoder
 from rankstack.models.encoder import precision_context, resolve_precision
-from rankstack.models.loading import require, resolve_model_location
+from rankstack.models.loading import is_split_cross_encoder, require, resolve_model_location
 from rankstack.models.split_cross import SplitCrossEncoder, SplitLayout
 from rankstack.train._run import checkpoint_folder, latest_checkpoint, save_with_card
 from rankstack.train.cross_encoder import dev_reranking
@@ -75,8 +75,9 @@ def without_attention_dropout(encoder: Any) -> int:
         if type(module).__name__.endswith("SelfAttention") and isinstance(getattr(module, "dropout", None),
                                                                           torch.nn.Dropout):
             module.dropout.p = 0.0
+            if hasattr(module, "dropout_prob"):  # what older transformers hand to SDPA
+                module.dropout_prob = 0.0
             changed += 1
-    encoder.config.attention_probs_dropout_prob = 0.0
     return changed
 
 
@@ -164,10 +165,17 @@ def train_split_cross_encoder(teacher_model: str, dataset_dir: str | Path, outpu
     teacher = load_cross_encoder(str(resolve_model_location(teacher_model)))
     layout = SplitLayout(local_layers, query_tokens, document_tokens)
     if init:
-        student = SplitCrossEncoder.load(str(resolve_model_location(init)))
+        init = str(resolve_model_location(init))
+        if not is_split_cross_encoder(init):
+            raise RankstackError(f"--init {init} is not a split cross-encoder (rankstack train split writes one); "
+                                 f"leave --init out to start from a copy of the teacher")
+        student = SplitCrossEncoder.load(init)
         if student.layout != layout:
             raise RankstackError(f"{init} was split as {asdict(student.layout)}, not {asdict(layout)}; "
                                  f"pass the same --local-layers, --query-tokens and --document-tokens")
+        shape = ("num_hidden_layers", "hidden_size", "vocab_size")
+        if [getattr(student.encoder.config, k) for k in shape] != [getattr(teacher[0].model.config, k) for k in shape]:
+            raise RankstackError(f"{init} is not a split of {teacher_model}: their {', '.join(shape)} differ")
     else:
         student = SplitCrossEncoder.from_cross_encoder(teacher, layout)
     without_attention_dropout(student.encoder)
