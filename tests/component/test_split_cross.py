@@ -51,7 +51,7 @@ def _tiny(local_layers: int = 2, query_tokens: int = 8, document_tokens: int = 5
 def test_precomputed_document_states_give_the_joint_scores() -> None:
     model = _tiny()
     with torch.inference_mode():
-        joint = model("are dogs loyal", DOCUMENTS)
+        joint = model(model.joint_inputs("are dogs loyal", DOCUMENTS))
         split = model.upper_scores(model.query_states("are dogs loyal"), model.document_states(DOCUMENTS))
         alone = model.upper_scores(model.query_states("are dogs loyal"), model.document_states(DOCUMENTS[1:2]))
     assert torch.allclose(joint, split, atol=1e-5)
@@ -147,6 +147,44 @@ def test_scorers_of_one_model_share_a_cache_safely_across_threads() -> None:
     assert cache.bytes == sum(s.numel() * 2 for s, _ in cache.states(one.model, texts, 8))
 
 
+@pytest.mark.parametrize("first_fails", [False, True])
+def test_a_document_being_computed_is_awaited_not_computed_twice(first_fails: bool) -> None:
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    model, cache = _tiny(), DocumentStateCache(2**20)
+    reading, release = threading.Event(), threading.Event()
+    calls: list[int] = []
+    real = model.document_states_of
+
+    def slow(ids: list[list[int]]) -> list[torch.Tensor]:
+        calls.append(len(ids))
+        if len(calls) == 1:
+            reading.set()
+            release.wait(10)
+            if first_fails:
+                raise RuntimeError("out of memory")
+        return real(ids)
+
+    model.document_states_of = slow  # type: ignore[method-assign]
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(cache.states, model, ["dogs bark"], 4)
+        assert reading.wait(10)
+        second = pool.submit(cache.states, model, ["dogs bark"], 4)
+        time.sleep(0.3)
+        assert not second.done() and calls == [1]  # waiting for the first thread, not reading it again
+        release.set()
+        if first_fails:
+            with pytest.raises(RuntimeError):
+                first.result()
+        else:
+            assert torch.equal(first.result()[0][0], second.result()[0][0])
+        assert second.result()[0][0].shape[0] > 0
+    assert calls == ([1, 1] if first_fails else [1])  # a failed read is taken over by the waiting thread
+    assert cache.computed == 1 and len(cache) == 1 and not cache._in_flight  # computed counts reads that succeeded
+
+
 def test_states_without_precompute_are_refused(tiny_index: Index, tmp_path: Path) -> None:
     with pytest.raises(RankstackError, match="add precompute=true"):
         parse_pipeline(f"bm25%5>>cross_encoder(model=x,states={tmp_path})", tiny_index)
@@ -162,8 +200,8 @@ def test_the_joint_path_hands_out_the_states_it_scores_from() -> None:
     model = _tiny(local_layers=2)
     states: list[torch.Tensor] = []
     with torch.inference_mode():
-        scores = model("are dogs loyal", DOCUMENTS, states=states)
         inputs = model.joint_inputs("are dogs loyal", DOCUMENTS)
+        scores = model(inputs, states=states)
         again = model._head(states[-1], inputs["valid"], inputs["token_type_ids"])
     assert len(states) == 2  # the last split layer and the one joint layer
     assert torch.allclose(scores, again)

@@ -208,13 +208,11 @@ class SplitCrossEncoder(torch.nn.Module):
             positions[row, length:end] = torch.arange(self.layout.query_tokens, self.layout.query_tokens + len(tokens))
         return {"input_ids": input_ids, "token_type_ids": token_types, "positions": positions, "valid": valid}
 
-    def forward(self, query: str, documents: list[str], inputs: dict[str, torch.Tensor] | None = None,
-                states: list[torch.Tensor] | None = None) -> torch.Tensor:
-        """Joint path (for training): one batch, the split layers masked to attend within each segment.
-        Scores equal ``upper_scores(query_states(q), document_states(ds))`` up to rounding. ``inputs``
-        reuses ``joint_inputs``; ``states``, when a list, receives the output of the last split layer and
-        of every joint layer (for distilling the teacher's states)."""
-        inputs = inputs or self.joint_inputs(query, documents)
+    def forward(self, inputs: dict[str, torch.Tensor], states: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """Joint path (for training) over ``joint_inputs``: one batch, the split layers masked to attend
+        within each segment. Scores equal ``upper_scores(query_states(q), document_states(ds))`` up to
+        rounding. ``states``, when a list, receives the output of the last split layer and of every joint
+        layer (for distilling the teacher's states)."""
         valid, token_types = inputs["valid"], inputs["token_type_ids"]
         longest = valid.shape[1]
         hidden = self.encoder.embeddings(input_ids=inputs["input_ids"], token_type_ids=token_types,
@@ -232,8 +230,17 @@ class SplitCrossEncoder(torch.nn.Module):
                 states.append(hidden)
         return self._head(hidden, valid, token_types)
 
+    def score_states(self, query: torch.Tensor, documents: list[torch.Tensor], batch_size: int) -> list[float]:
+        """``upper_scores`` over any number of documents, ``batch_size`` at a time."""
+        scores: list[float] = []
+        for start in range(0, len(documents), batch_size):
+            scores.extend(self.upper_scores(query, documents[start:start + batch_size]).tolist())
+        return scores
+
     def predict(self, pairs: list[tuple[str, str]], batch_size: int = 32, **_: Any) -> Any:
-        """Scores for (query, document) pairs by the split path, like ``CrossEncoder.predict``."""
+        """Scores for (query, document) pairs by the split path, like ``CrossEncoder.predict``: each
+        query's documents are read through the split layers and held as a served model holds them
+        (float16), so a dev score measures what serving will give."""
         import numpy as np
 
         self.eval()
@@ -241,13 +248,12 @@ class SplitCrossEncoder(torch.nn.Module):
         by_query: dict[str, list[int]] = {}
         for position, (query, _document) in enumerate(pairs):
             by_query.setdefault(query, []).append(position)
+        reader = DocumentStateCache(0)  # holds nothing: states are computed for this call only
         with torch.inference_mode():
             for query, positions in by_query.items():
-                query_states = self.query_states(query)
-                for start in range(0, len(positions), batch_size):
-                    chunk = positions[start:start + batch_size]
-                    documents = self.document_states([pairs[i][1] for i in chunk])
-                    scores[chunk] = self.upper_scores(query_states, documents).numpy()
+                entries = reader.states(self, [pairs[i][1] for i in positions], batch_size)
+                documents = [states for states, _cut in entries]
+                scores[positions] = self.score_states(self.query_states(query), documents, batch_size)
         return scores
 
     def fingerprint(self) -> str:
@@ -271,6 +277,14 @@ class SplitCrossEncoder(torch.nn.Module):
         return self.head(features)["scores"].view(-1).float()
 
 
+class _InFlight:
+    """A document one thread is computing: others wait for ``done`` and take ``entry`` (None if it failed)."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.entry: tuple[torch.Tensor, bool] | None = None
+
+
 class DocumentStateCache:
     """Documents' split-layer states, kept in float16 and keyed by a digest of their text (so an edited
     document is never served stale states), the least recently used dropped once over ``max_bytes``.
@@ -284,6 +298,7 @@ class DocumentStateCache:
         self.computed = 0  # documents read through the model, not found here
         self._states: OrderedDict[bytes, tuple[torch.Tensor, bool]] = OrderedDict()
         self.lock = threading.RLock()  # pipelines on several threads may share one cache (shared_cache)
+        self._in_flight: dict[bytes, _InFlight] = {}  # documents some thread is computing now
 
     def __len__(self) -> int:
         return len(self._states)
@@ -299,26 +314,58 @@ class DocumentStateCache:
 
         return hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
 
-    def states(self, model: SplitCrossEncoder, texts: list[str], batch_size: int) -> list[tuple[torch.Tensor, bool]]:
-        """(states, truncated) for each text, computing those not cached, ``batch_size`` at a time."""
-        with self.lock:
-            return self._states_of(model, texts, batch_size)
+    def states(self, model: SplitCrossEncoder, texts: list[str], batch_size: int,
+               keys: list[bytes] | None = None) -> list[tuple[torch.Tensor, bool]]:
+        """(states, truncated) for each text, computing those not cached, ``batch_size`` at a time.
+        ``keys`` are the texts' ``key``s when the caller has them already.
 
-    def _states_of(self, model: SplitCrossEncoder, texts: list[str],
-                   batch_size: int) -> list[tuple[torch.Tensor, bool]]:
-        keys = [self.key(t) for t in texts]
-        missing = list(dict.fromkeys(k for k in keys if k not in self._states))
+        The lock is not held while the model runs, so threads sharing the cache do not wait on each
+        other's documents; a document another thread is computing right now is awaited, not computed
+        twice."""
+        keys = keys if keys is not None else [self.key(t) for t in texts]
         first_text = dict(zip(keys, texts, strict=True))
-        found = {k: self._states[k] for k in keys if k in self._states}
-        for start in range(0, len(missing), batch_size):
-            chunk = missing[start:start + batch_size]
-            ids, cut = model.fit_documents([first_text[k] for k in chunk])
-            for k, states, was_cut in zip(chunk, model.document_states_of(ids), cut, strict=True):
-                found[k] = (states.to(torch.float16, copy=True), was_cut)
-            self.computed += len(chunk)
-        for k in keys:
-            self._remember(k, found[k])
+        found: dict[bytes, tuple[torch.Tensor, bool]] = {}
+        mine: list[bytes] = []
+        theirs: dict[bytes, _InFlight] = {}
+        with self.lock:
+            for k in first_text:
+                if k in self._states:
+                    found[k] = self._states[k]
+                elif k in self._in_flight:
+                    theirs[k] = self._in_flight[k]
+                else:
+                    self._in_flight[k] = _InFlight()
+                    mine.append(k)
+        try:
+            self._compute(model, mine, first_text, batch_size, found)
+        finally:  # hand the results (or the failure) to waiting threads, whatever happened
+            with self.lock:
+                for k in mine:
+                    flight = self._in_flight.pop(k)
+                    flight.entry = found.get(k)
+                    flight.done.set()
+        failed = []
+        for k, flight in theirs.items():
+            flight.done.wait()
+            if flight.entry is None:
+                failed.append(k)  # the other thread failed: compute it here
+            else:
+                found[k] = flight.entry
+        self._compute(model, failed, first_text, batch_size, found)
+        with self.lock:
+            for k in keys:
+                self._remember(k, found[k])
         return [found[k] for k in keys]
+
+    def _compute(self, model: SplitCrossEncoder, keys: list[bytes], texts: dict[bytes, str], batch_size: int,
+                 into: dict[bytes, tuple[torch.Tensor, bool]]) -> None:
+        for start in range(0, len(keys), batch_size):
+            chunk = keys[start:start + batch_size]
+            ids, cut = model.fit_documents([texts[k] for k in chunk])
+            for k, states, was_cut in zip(chunk, model.document_states_of(ids), cut, strict=True):
+                into[k] = (states.to(torch.float16, copy=True), was_cut)
+            with self.lock:
+                self.computed += len(chunk)
 
     def save(self, path: Path, keys: set[bytes] | None = None) -> None:
         """The cached entries (those of ``keys``, when given) in one ``.npz`` file, written to a
@@ -450,8 +497,9 @@ class SplitScorer:
                 ids = doc_ids[start:start + chunk]
                 docs = index.view().get_docs(ids)
                 texts = [docs[d].contents for d in ids if d in docs]
-                keys.update(self.cache.key(t) for t in texts)
-                self.cache.states(self.model, texts, self.batch_size)
+                text_keys = [self.cache.key(t) for t in texts]
+                keys.update(text_keys)
+                self.cache.states(self.model, texts, self.batch_size, text_keys)
                 if advance:
                     advance(len(ids))
         if path is not None and self.cache.computed > computed_before:
@@ -469,8 +517,5 @@ class SplitScorer:
             entries = self.cache.states(self.model, texts, self.batch_size)
             query_ids, query_cut = self.model.fit_query(query)
             query_states = self.model.query_states_of(query_ids)
-            scores: list[float] = []
-            for start in range(0, len(entries), self.batch_size):
-                chunk = [states for states, _ in entries[start:start + self.batch_size]]
-                scores.extend(self.model.upper_scores(query_states, chunk).tolist())
+            scores = self.model.score_states(query_states, [states for states, _ in entries], self.batch_size)
         return scores, len(texts) if query_cut else sum(cut for _, cut in entries)

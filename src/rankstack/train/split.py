@@ -219,7 +219,7 @@ def train_split_cross_encoder(teacher_model: str, dataset_dir: str | Path, outpu
         inputs = student.joint_inputs(query, documents)
         states: list[torch.Tensor] = []
         with precision_context(precision):
-            scores = student(query, documents, inputs, states if hidden_weight else None)
+            scores = student(inputs, states if hidden_weight else None)
             loss = all_pairs_margin_mse(scores, reference)
             if hidden_weight:
                 targets = _teacher_states(teacher_encoder, inputs, local_layers)
