@@ -441,6 +441,8 @@ def train_split_command(
                                                  "margins (0: margins only).")] = 1.0,
     init: Annotated[str | None, typer.Option(help="Start from this split model (same layout) instead of a "
                                              "copy of the teacher: a second round of distillation.")] = None,
+    prune_stopwords: Annotated[bool, typer.Option(help="Drop documents' stopwords and punctuation after the split "
+                                                  "layers: the joint layers read about 30% fewer tokens.")] = False,
 ) -> None:
     """Make a cross-encoder faster by splitting its lower layers by segment (PreTTR), distilled from itself."""
     from rankstack.train.split import train_split_cross_encoder
@@ -448,7 +450,8 @@ def train_split_command(
     opened = _mining_index(dataset)
     card = train_split_cross_encoder(teacher, dataset, output, opened, local_layers, query_tokens, document_tokens,
                                      split, epochs, list_size, learning_rate, seed, miner, max_steps=max_steps,
-                                     pseudo_queries=pseudo_queries, hidden_weight=hidden_weight, init=init)
+                                     pseudo_queries=pseudo_queries, hidden_weight=hidden_weight, init=init,
+                                     prune=prune_stopwords)
     stderr.print(f"saved a split cross-encoder ({local_layers} of {card['layout']['layers']} layers split) to "
                  f"{output} in {card['train_seconds']:.0f} s; dev nDCG@10 {card['dev_ndcg@10']}")
 

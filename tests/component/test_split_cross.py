@@ -38,18 +38,20 @@ DOCUMENTS = ["dogs are loyal companions", "parrots have bright feathers and can 
              "the stock market fell sharply today " * 20]
 
 
-def _tiny(local_layers: int = 2, query_tokens: int = 8, document_tokens: int = 56) -> SplitCrossEncoder:
+def _tiny(local_layers: int = 2, query_tokens: int = 8, document_tokens: int = 56,
+          prune: bool = False) -> SplitCrossEncoder:
     transformers.set_seed(0)
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(gt_model.get_model_path()))
     config = transformers.BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=3,
                                      num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
     encoder = transformers.BertModel(config, add_pooling_layer=False).eval()
-    layout = SplitLayout(local_layers, query_tokens, document_tokens)
+    layout = SplitLayout(local_layers, query_tokens, document_tokens, prune)
     return SplitCrossEncoder(encoder, tokenizer, SegmentSimilarity(), layout)
 
 
-def test_precomputed_document_states_give_the_joint_scores() -> None:
-    model = _tiny()
+@pytest.mark.parametrize("prune", [False, True])
+def test_precomputed_document_states_give_the_joint_scores(prune: bool) -> None:
+    model = _tiny(prune=prune)
     with torch.inference_mode():
         joint = model(model.joint_inputs("are dogs loyal", DOCUMENTS))
         split = model.upper_scores(model.query_states("are dogs loyal"), model.document_states(DOCUMENTS))
@@ -57,6 +59,18 @@ def test_precomputed_document_states_give_the_joint_scores() -> None:
     assert torch.allclose(joint, split, atol=1e-5)
     assert torch.allclose(alone, joint[1:2], atol=1e-5)  # a document's score does not depend on its batch
     assert len(set(joint.tolist())) == 3
+    stored = [states.shape[0] for states in model.document_states(DOCUMENTS)]
+    full = [len(ids) for ids in model.document_ids(DOCUMENTS)]
+    assert (stored < full) if prune else (stored == full)  # pruned documents keep fewer states
+
+
+def test_pruning_drops_stopwords_and_punctuation_but_not_negation_or_word_parts() -> None:
+    model = _tiny(prune=True)
+    ids = model.tokenizer("the anion did not work, and its effect is no better .", add_special_tokens=False)
+    tokens = model.tokenizer.convert_ids_to_tokens(ids["input_ids"])
+    kept = [t for t, keep in zip(tokens, model.kept(ids["input_ids"]), strict=True) if keep]
+    assert kept == ["an", "##ion", "did", "not", "work", "its", "effect", "no", "better"]  # "an" of "anion" stays
+    assert all(_tiny().kept(ids["input_ids"]))
 
 
 def test_the_layout_keeps_queries_and_documents_in_their_room() -> None:
@@ -247,13 +261,16 @@ def _split(teacher: Path, beir: Path, index: Index, output: Path, **extra):  # t
                                      **{"max_steps": 4, "save_steps": 2, **extra})
 
 
+@pytest.mark.parametrize("prune", [False, True])
 def test_split_training_saves_a_model_the_stage_reranks_with(teacher: Path, tiny_beir: Path,
                                                              tiny_index: Index, tmp_path: Path,
-                                                             caplog: pytest.LogCaptureFixture) -> None:
+                                                             caplog: pytest.LogCaptureFixture, prune: bool) -> None:
     output = tmp_path / "split"
-    card = _split(teacher, tiny_beir, tiny_index, output)
+    card = _split(teacher, tiny_beir, tiny_index, output, prune=prune)
     assert card["kind"] == "split-cross-encoder" and card["layout"] == {"local_layers": 3, "query_tokens": 16,
-                                                                         "document_tokens": 48, "layers": 6}
+                                                                         "document_tokens": 48, "prune": prune,
+                                                                         "layers": 6}
+    assert SplitCrossEncoder.load(str(output)).layout.prune is prune
     assert card["parameters"]["steps"] == 4 and not list(tmp_path.glob(".split.*"))
     lazy = parse_pipeline(f"bm25%5>>cross_encoder(model={output},precision=fp32)", tiny_index)
     lazy_hits = lazy.search("parrot feathers")  # documents read on first sight, in this query's batches

@@ -39,11 +39,16 @@ class SplitLayout:
     tokens ([CLS] and [SEP] included), a document up to ``document_tokens`` (its [SEP] included).
 
     The defaults fit SciFact-like claims (median 21 tokens, longest 79) and documents read as a 256-token
-    cross-encoder reads them after a typical query."""
+    cross-encoder reads them after a typical query.
+
+    ``prune`` drops a document's stopwords and punctuation after the split layers (they have read their
+    neighbours by then): the joint layers, which run for every query, read about 30% fewer tokens, and
+    stored states shrink as much. "no" and "not" are kept: a claim's negation decides its relevance."""
 
     local_layers: int
     query_tokens: int = 64
     document_tokens: int = 224
+    prune: bool = False
 
     def __post_init__(self) -> None:
         if self.local_layers < 1:
@@ -55,6 +60,17 @@ class SplitLayout:
     @property
     def window(self) -> int:
         return self.query_tokens + self.document_tokens
+
+
+def prunable_token_ids(tokenizer: Any) -> frozenset[int]:
+    """Ids of whole-word English stopwords (Lucene's list, less "no" and "not") and of punctuation."""
+    import string
+
+    from rankstack.text import LUCENE_ENGLISH_STOP_WORDS
+
+    words = LUCENE_ENGLISH_STOP_WORDS - {"no", "not"}
+    vocabulary = tokenizer.get_vocab().items()
+    return frozenset(i for t, i in vocabulary if t in words or (len(t) == 1 and t in string.punctuation))
 
 
 class SplitCrossEncoder(torch.nn.Module):
@@ -75,6 +91,9 @@ class SplitCrossEncoder(torch.nn.Module):
         encoder.set_attn_implementation("sdpa")
         self.encoder, self.tokenizer, self.head, self.layout = encoder, tokenizer, head, layout
         self.sep_id = int(tokenizer.sep_token_id)
+        self._prunable = prunable_token_ids(tokenizer) if layout.prune else frozenset()
+        self._pieces = (frozenset(i for t, i in tokenizer.get_vocab().items() if t.startswith("##"))
+                        if layout.prune else frozenset())
 
     # -- loading and saving ------------------------------------------------------------------------
 
@@ -134,6 +153,14 @@ class SplitCrossEncoder(torch.nn.Module):
     def document_ids(self, documents: list[str]) -> list[list[int]]:
         return self.fit_documents(documents)[0]
 
+    def kept(self, ids: list[int]) -> list[bool]:
+        """Which of a document's tokens the joint layers read: all, or (``prune``) all but stopwords and
+        punctuation. A stopword followed by a word piece ("it" of "its") is part of a word, and kept."""
+        if not self._prunable:
+            return [True] * len(ids)
+        pieces = self._pieces
+        return [i not in self._prunable or (n + 1 < len(ids) and ids[n + 1] in pieces) for n, i in enumerate(ids)]
+
     def _segment(self, ids: list[list[int]], first_position: int, token_type: int) -> dict[str, torch.Tensor]:
         longest = max(len(i) for i in ids)
         input_ids = torch.zeros(len(ids), longest, dtype=torch.long)
@@ -165,7 +192,9 @@ class SplitCrossEncoder(torch.nn.Module):
 
     def document_states_of(self, ids: list[list[int]]) -> list[torch.Tensor]:
         states = self._lower(self._segment(ids, self.layout.query_tokens, 1))
-        return [states[row, :len(tokens)] for row, tokens in enumerate(ids)]
+        if not self._prunable:
+            return [states[row, :len(tokens)] for row, tokens in enumerate(ids)]
+        return [states[row, :len(tokens)][torch.tensor(self.kept(tokens))] for row, tokens in enumerate(ids)]
 
     def query_states(self, query: str) -> torch.Tensor:
         return self.query_states_of(self.query_ids(query))
@@ -191,29 +220,33 @@ class SplitCrossEncoder(torch.nn.Module):
 
     def joint_inputs(self, query: str, documents: list[str]) -> dict[str, torch.Tensor]:
         """One query with its documents as a padded batch, each row ``query | document``: ids, token types,
-        split-layout positions and the valid-token mask. The unsplit teacher reads the same rows (with
-        positions counted on from the query) when its states are distilled."""
+        split-layout positions, the valid-token mask and ``joint`` (the valid tokens the joint layers read:
+        all but pruned ones). The unsplit teacher reads the same rows (with positions counted on from the
+        query) when its states are distilled."""
         query_ids, document_ids = self.query_ids(query), self.document_ids(documents)
         length = len(query_ids)
         longest = length + max(len(d) for d in document_ids)
         input_ids = torch.zeros(len(documents), longest, dtype=torch.long)
         token_types, positions = torch.zeros_like(input_ids), torch.zeros_like(input_ids)
         valid = torch.zeros(len(documents), longest, dtype=torch.bool)
+        joint = torch.zeros_like(valid)
         for row, tokens in enumerate(document_ids):
             end = length + len(tokens)
             input_ids[row, :length], input_ids[row, length:end] = torch.tensor(query_ids), torch.tensor(tokens)
             token_types[row, length:end] = 1
             valid[row, :end] = True
+            joint[row, :length], joint[row, length:end] = True, torch.tensor(self.kept(tokens))
             positions[row, :length] = torch.arange(length)
             positions[row, length:end] = torch.arange(self.layout.query_tokens, self.layout.query_tokens + len(tokens))
-        return {"input_ids": input_ids, "token_type_ids": token_types, "positions": positions, "valid": valid}
+        return {"input_ids": input_ids, "token_type_ids": token_types, "positions": positions, "valid": valid,
+                "joint": joint}
 
     def forward(self, inputs: dict[str, torch.Tensor], states: list[torch.Tensor] | None = None) -> torch.Tensor:
         """Joint path (for training) over ``joint_inputs``: one batch, the split layers masked to attend
         within each segment. Scores equal ``upper_scores(query_states(q), document_states(ds))`` up to
         rounding. ``states``, when a list, receives the output of the last split layer and of every joint
         layer (for distilling the teacher's states)."""
-        valid, token_types = inputs["valid"], inputs["token_type_ids"]
+        valid, token_types, read = inputs["valid"], inputs["token_type_ids"], inputs["joint"]
         longest = valid.shape[1]
         hidden = self.encoder.embeddings(input_ids=inputs["input_ids"], token_type_ids=token_types,
                                          position_ids=inputs["positions"])
@@ -224,11 +257,11 @@ class SplitCrossEncoder(torch.nn.Module):
         hidden = self._layers(hidden, within, layers[:self.layout.local_layers])
         if states is not None:
             states.append(hidden)
-        for layer in layers[self.layout.local_layers:]:
-            hidden = self._layers(hidden, valid[:, None, None, :], [layer])
+        for layer in layers[self.layout.local_layers:]:  # pruned tokens are masked out from here on
+            hidden = self._layers(hidden, read[:, None, None, :], [layer])
             if states is not None:
                 states.append(hidden)
-        return self._head(hidden, valid, token_types)
+        return self._head(hidden, read, token_types)
 
     def score_states(self, query: torch.Tensor, documents: list[torch.Tensor], batch_size: int) -> list[float]:
         """``upper_scores`` over any number of documents, ``batch_size`` at a time."""

@@ -147,7 +147,7 @@ def train_split_cross_encoder(teacher_model: str, dataset_dir: str | Path, outpu
                               epochs: int = 1, list_size: int = 16, learning_rate: float = 5e-5, seed: int = 42,
                               miner: str = "bm25%30", dev_fraction: float = 0.1, save_steps: int = 100,
                               max_steps: int = -1, precision: str = "auto", pseudo_queries: int = 0,
-                              hidden_weight: float = 1.0, init: str | None = None,
+                              hidden_weight: float = 1.0, init: str | None = None, prune: bool = False,
                               on_step: Any = None) -> dict[str, Any]:
     """Train a split cross-encoder from ``teacher_model``; resumes from the newest checkpoint of an
     interrupted run. ``on_step(step)`` is called after each optimiser step (for tests and progress).
@@ -163,7 +163,7 @@ def train_split_cross_encoder(teacher_model: str, dataset_dir: str | Path, outpu
     if precision == "int8":
         precision = "fp32"  # int8 is an inference format; training runs in full precision
     teacher = load_cross_encoder(str(resolve_model_location(teacher_model)))
-    layout = SplitLayout(local_layers, query_tokens, document_tokens)
+    layout = SplitLayout(local_layers, query_tokens, document_tokens, prune)
     if init:
         init = str(resolve_model_location(init))
         if not is_split_cross_encoder(init):
@@ -172,7 +172,8 @@ def train_split_cross_encoder(teacher_model: str, dataset_dir: str | Path, outpu
         student = SplitCrossEncoder.load(init)
         if student.layout != layout:
             raise RankstackError(f"{init} was split as {asdict(student.layout)}, not {asdict(layout)}; "
-                                 f"pass the same --local-layers, --query-tokens and --document-tokens")
+                                 f"pass the same --local-layers, --query-tokens, --document-tokens and "
+                                 f"--prune-stopwords")
         shape = ("num_hidden_layers", "hidden_size", "vocab_size")
         if [getattr(student.encoder.config, k) for k in shape] != [getattr(teacher[0].model.config, k) for k in shape]:
             raise RankstackError(f"{init} is not a split of {teacher_model}: their {', '.join(shape)} differ")
@@ -223,7 +224,7 @@ def train_split_cross_encoder(teacher_model: str, dataset_dir: str | Path, outpu
             loss = all_pairs_margin_mse(scores, reference)
             if hidden_weight:
                 targets = _teacher_states(teacher_encoder, inputs, local_layers)
-                loss = loss + hidden_weight * hidden_state_loss(states, targets, inputs["valid"])
+                loss = loss + hidden_weight * hidden_state_loss(states, targets, inputs["joint"])
         loss.backward()
         torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
         optimiser.step()
@@ -240,8 +241,7 @@ def train_split_cross_encoder(teacher_model: str, dataset_dir: str | Path, outpu
     dev = {"teacher": dev_ndcg(teacher), "student": dev_ndcg(student)} if data.dev_queries else {}
     card = {"kind": "split-cross-encoder", "head": "segment-similarity", "distilled_from": str(teacher_model),
             "initialised_from": init,
-            "layout": {"local_layers": local_layers, "query_tokens": query_tokens,
-                       "document_tokens": document_tokens, "layers": len(student.encoder.encoder.layer)},
+            "layout": {**asdict(layout), "layers": len(student.encoder.encoder.layer)},
             "dataset": str(dataset.root), "split": split,
             "data": {**data.to_json(), "pseudo_query_lists": len(examples) - len(data.examples)}, "miner": miner,
             "parameters": {"epochs": epochs, "list_size": list_size, "learning_rate": learning_rate, "seed": seed,
