@@ -155,7 +155,7 @@ class SplitCrossEncoder(torch.nn.Module):
 
     def kept(self, ids: list[int]) -> list[bool]:
         """Which of a document's tokens the joint layers read: all, or (``prune``) all but stopwords and
-        punctuation. A stopword followed by a word piece ("it" of "its") is part of a word, and kept."""
+        punctuation. A stopword followed by a word piece ("an" of "anion") is part of a word, and kept."""
         if not self._prunable:
             return [True] * len(ids)
         pieces = self._pieces
