@@ -434,8 +434,10 @@ def train_split_command(
     seed: Annotated[int, typer.Option()] = 42,
     miner: Annotated[str, typer.Option(help="Pipeline that mines the documents to distil on.")] = "bm25%30",
     max_steps: Annotated[int, typer.Option(help="Stop after this many steps (-1: all epochs).")] = -1,
-    pseudo_queries: Annotated[int, typer.Option(min=0, help="Also distil on this many unlabelled lists (document "
-                                                "titles as queries).")] = 0,
+    pseudo_queries: Annotated[int, typer.Option(min=0, help="Also distil on this many unlabelled lists (sampled "
+                                                "documents give the queries).")] = 0,
+    pseudo_query_source: Annotated[str, typer.Option(help="What of a sampled document is its pseudo-query: "
+                                                     "'title', or a random 'sentence' of its text.")] = "title",
     hidden_weight: Annotated[float, typer.Option(min=0.0, help="Weight of the loss on the teacher's token states "
                                                  "(last split layer and every joint layer) next to the score "
                                                  "margins (0: margins only).")] = 1.0,
@@ -450,8 +452,8 @@ def train_split_command(
     opened = _mining_index(dataset)
     card = train_split_cross_encoder(teacher, dataset, output, opened, local_layers, query_tokens, document_tokens,
                                      split, epochs, list_size, learning_rate, seed, miner, max_steps=max_steps,
-                                     pseudo_queries=pseudo_queries, hidden_weight=hidden_weight, init=init,
-                                     prune=prune_stopwords)
+                                     pseudo_queries=pseudo_queries, pseudo_query_source=pseudo_query_source,
+                                     hidden_weight=hidden_weight, init=init, prune=prune_stopwords)
     stderr.print(f"saved a split cross-encoder ({local_layers} of {card['layout']['layers']} layers split) to "
                  f"{output} in {card['train_seconds']:.0f} s; dev nDCG@10 {card['dev_ndcg@10']}")
 

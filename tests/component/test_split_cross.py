@@ -319,6 +319,10 @@ def test_a_checkpoint_folder_of_another_run_is_not_resumed(tmp_path: Path) -> No
     checkpoints.claim({"teacher": "a", "seed": 1})  # the same run again: resumes
     with pytest.raises(RankstackError, match=r"\(seed differ\).*delete that folder"):
         checkpoints.claim({"teacher": "a", "seed": 2})
+    # an argument added since the run was saved matches it when it has the value that run implicitly had
+    checkpoints.claim({"teacher": "a", "seed": 1, "source": "title"}, added={"source": "title"})
+    with pytest.raises(RankstackError, match=r"\(source differ\)"):
+        checkpoints.claim({"teacher": "a", "seed": 1, "source": "sentence"}, added={"source": "title"})
     with pytest.raises(RankstackError, match="save_steps"):
         _Checkpoints(tmp_path, every=0)
 

@@ -12,7 +12,7 @@ pytest.importorskip("datasets", reason="the train extra is not installed")
 pytest.importorskip("accelerate", reason="the train extra is not installed")
 pytest.importorskip("sentence_transformers", reason="the train extra is not installed")
 
-from rankstack.errors import EmptyInputError  # noqa: E402
+from rankstack.errors import EmptyInputError, RankstackError  # noqa: E402
 from rankstack.index import Index  # noqa: E402
 from rankstack.io import BeirDataset  # noqa: E402
 from rankstack.stages import parse_pipeline  # noqa: E402
@@ -37,6 +37,16 @@ def test_pseudo_query_lists_put_the_source_document_first(tiny_index: Index) -> 
         assert len(others) == 1 and source not in others
         assert source.startswith(query) or query in source  # the title, or the first sentence of the text
     assert len(pseudo_query_lists(tiny_index, count=2, documents_per_list=2)) <= 2
+
+
+def test_pseudo_queries_can_be_sentences_of_the_document(tiny_index: Index) -> None:
+    lists = pseudo_query_lists(tiny_index, count=10, documents_per_list=2, source="sentence")
+    assert lists
+    for query, source, _ in lists:
+        assert query in source and len(query.split()) >= 6  # a whole sentence of the text, not a fragment
+    assert not {"Cats", "Dogs", "Fish", "Birds"} & {query for query, _, _ in lists}  # no titles
+    with pytest.raises(RankstackError, match="--pseudo-query-source title or sentence"):
+        pseudo_query_lists(tiny_index, count=2, source="abstract")
 
 
 def test_no_positives_stops_with_a_clear_message(tiny_beir: Path, tiny_index: Index) -> None:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from rankstack.errors import EmptyInputError
+from rankstack.errors import EmptyInputError, RankstackError
 from rankstack.io import BeirDataset
 from rankstack.stages import SearchContext, parse_pipeline
 from rankstack.types import Query
@@ -91,24 +92,43 @@ def dev_qrels(dataset: BeirDataset, split: str, dev: list[Query]) -> list[Any]:
     return [q for q in dataset.qrels(split) if q.query_id in wanted]
 
 
+PSEUDO_QUERY_SOURCES = ("title", "sentence")
+
+
+def check_pseudo_query_source(source: str) -> None:
+    if source not in PSEUDO_QUERY_SOURCES:
+        raise RankstackError(f"unknown pseudo-query source {source!r}; pass --pseudo-query-source "
+                             f"{' or '.join(PSEUDO_QUERY_SOURCES)}")
+
+
+def _sentences(text: str) -> list[str]:
+    """A text's sentences of at least six words (shorter ones are mostly headings and numbers)."""
+    return [s for s in re.split(r"(?<=[.!?])\s+", text) if len(s.split()) >= 6]
+
+
 def pseudo_query_lists(index: Any, count: int, miner: str = "bm25%30", documents_per_list: int = 8,
-                       seed: int = 42) -> list[tuple[str, str, tuple[str, ...]]]:
+                       seed: int = 42, source: str = "title") -> list[tuple[str, str, tuple[str, ...]]]:
     """Unlabelled (query, document, other documents) lists for distillation, built from the collection
-    itself: a seeded sample of documents, each one's title (or, without one, its first sentence) as the
-    query, the document first, then the miner's best other documents.
+    itself: a seeded sample of documents, each one giving a query, the document first, then the miner's
+    best other documents. The query is the document's ``title`` (without one, its first sentence) or a
+    seeded random ``sentence`` of its text, closer to claim-like queries (SciFact's claims often restate
+    one sentence of an abstract).
 
     A teacher needs no relevance labels, so these add training lists far beyond the few hundred judged
     queries of a small collection; they read only documents, never a test query or judgement.
     """
+    check_pseudo_query_source(source)
     view = index.view()
     every = sorted(view.doc_positions)
-    chosen = random.Random(seed).sample(every, min(count, len(every)))
+    rng = random.Random(seed)
+    chosen = rng.sample(every, min(count, len(every)))
     sources = view.get_docs(chosen)
     queries: list[Query] = []
     source_ids: list[str] = []
     for doc_id in chosen:
         doc = sources[doc_id]
-        text = doc.title.strip() or doc.text.split(". ")[0]
+        sentences = _sentences(doc.text) if source == "sentence" else []
+        text = rng.choice(sentences) if sentences else doc.title.strip() or doc.text.split(". ")[0]
         text = " ".join(text.split()[:32])
         if text:
             queries.append(Query(f"pseudo-{len(queries)}", text))

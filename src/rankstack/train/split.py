@@ -32,7 +32,7 @@ from rankstack.models.loading import is_split_cross_encoder, require, resolve_mo
 from rankstack.models.split_cross import SplitCrossEncoder, SplitLayout
 from rankstack.train._run import checkpoint_folder, latest_checkpoint, save_with_card
 from rankstack.train.cross_encoder import dev_reranking
-from rankstack.train.data import dev_qrels, mine_examples, pseudo_query_lists
+from rankstack.train.data import check_pseudo_query_source, dev_qrels, mine_examples, pseudo_query_lists
 
 logger = logging.getLogger(__name__)
 
@@ -109,10 +109,11 @@ class _Checkpoints:
             raise RankstackError(f"save_steps must be at least 1, got {every}")
         self.folder, self.every = folder, every
 
-    def claim(self, arguments: dict[str, Any]) -> None:
+    def claim(self, arguments: dict[str, Any], added: dict[str, Any] | None = None) -> None:
+        """``added``: arguments newer than some saved runs, with the value those runs implicitly had."""
         path = self.folder / "arguments.json"
         if path.is_file():
-            saved = json.loads(path.read_text(encoding="utf-8"))
+            saved = {**(added or {}), **json.loads(path.read_text(encoding="utf-8"))}
             if saved != arguments:
                 changed = sorted(k for k in arguments.keys() | saved.keys() if saved.get(k) != arguments.get(k))
                 raise RankstackError(f"{self.folder} holds an interrupted run with other arguments "
@@ -147,7 +148,8 @@ def train_split_cross_encoder(teacher_model: str, dataset_dir: str | Path, outpu
                               epochs: int = 1, list_size: int = 16, learning_rate: float = 5e-5, seed: int = 42,
                               miner: str = "bm25%30", dev_fraction: float = 0.1, save_steps: int = 100,
                               max_steps: int = -1, precision: str = "auto", pseudo_queries: int = 0,
-                              hidden_weight: float = 1.0, init: str | None = None, prune: bool = False,
+                              pseudo_query_source: str = "title", hidden_weight: float = 1.0,
+                              init: str | None = None, prune: bool = False,
                               on_step: Any = None) -> dict[str, Any]:
     """Train a split cross-encoder from ``teacher_model``; resumes from the newest checkpoint of an
     interrupted run. ``on_step(step)`` is called after each optimiser step (for tests and progress).
@@ -158,6 +160,7 @@ def train_split_cross_encoder(teacher_model: str, dataset_dir: str | Path, outpu
     student from a split model trained before (same layout) instead of a copy of the teacher: a second
     round of distillation, on more lists or at a lower learning rate."""
     require("transformers", "train", "Split cross-encoder training")
+    check_pseudo_query_source(pseudo_query_source)
     started = time.perf_counter()
     output, precision = Path(output), resolve_precision(precision)
     if precision == "int8":
@@ -183,14 +186,15 @@ def train_split_cross_encoder(teacher_model: str, dataset_dir: str | Path, outpu
     dataset = BeirDataset.open(dataset_dir)
     data = mine_examples(dataset, index, split, miner, negatives_per_positive=list_size - 1,
                          dev_fraction=dev_fraction, seed=seed)
-    examples = data.examples + (pseudo_query_lists(index, pseudo_queries, miner, list_size, seed)
-                                if pseudo_queries else [])
+    examples = data.examples + (pseudo_query_lists(index, pseudo_queries, miner, list_size, seed,
+                                                   pseudo_query_source) if pseudo_queries else [])
     checkpoints = _Checkpoints(checkpoint_folder(output), save_steps)
     checkpoints.claim({"teacher": str(teacher_model), "dataset": str(dataset.root), "split": split,
                        "layout": asdict(layout), "epochs": epochs, "list_size": list_size,
                        "learning_rate": learning_rate, "seed": seed, "miner": miner, "dev_fraction": dev_fraction,
                        "max_steps": max_steps, "precision": precision, "pseudo_queries": pseudo_queries,
-                       "hidden_weight": hidden_weight, "init": init})
+                       "pseudo_query_source": pseudo_query_source, "hidden_weight": hidden_weight, "init": init},
+                      added={"pseudo_query_source": "title"})
     lists = checkpoints.teacher_lists()
     if lists is None:
         lists = _teacher_lists(teacher.eval(), examples, precision, _tqdm)
@@ -243,7 +247,8 @@ def train_split_cross_encoder(teacher_model: str, dataset_dir: str | Path, outpu
             "initialised_from": init,
             "layout": {**asdict(layout), "layers": len(student.encoder.encoder.layer)},
             "dataset": str(dataset.root), "split": split,
-            "data": {**data.to_json(), "pseudo_query_lists": len(examples) - len(data.examples)}, "miner": miner,
+            "data": {**data.to_json(), "pseudo_query_lists": len(examples) - len(data.examples),
+                     "pseudo_query_source": pseudo_query_source}, "miner": miner,
             "parameters": {"epochs": epochs, "list_size": list_size, "learning_rate": learning_rate, "seed": seed,
                            "max_steps": max_steps, "steps": total, "precision": precision,
                            "loss": "MarginMSE over every pair of each list, on the teacher's scores"
