@@ -69,6 +69,10 @@ def describe_model(model: str, depth: int = 0) -> Any:
                  "dataset": Path(str(facts.get("dataset"))).name, "split": facts.get("split"),
                  "parameters": facts.get("parameters"), "dev_ndcg@10": facts.get("dev_ndcg@10"),
                  "train_seconds": facts.get("train_seconds")}
+    if facts.get("soup_of"):  # an average of trained models: describe each ingredient
+        described["trained_by"] = "rankstack train soup"
+        described["soup_of"] = [describe_model(str(part), depth + 1) if depth < 3 else Path(str(part)).name
+                                for part in facts["soup_of"]]
     start = facts.get("initialised_from")
     if start:  # a second round: describe the model it started from, never by its directory
         described["initialised_from"] = (describe_model(str(start), depth + 1)

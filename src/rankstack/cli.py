@@ -458,6 +458,22 @@ def train_split_command(
                  f"{output} in {card['train_seconds']:.0f} s; dev nDCG@10 {card['dev_ndcg@10']}")
 
 
+@train_app.command("soup")
+def train_soup_command(
+    models: Annotated[list[str], typer.Argument(help="Split cross-encoders of one layout, distilled from one "
+                                                "teacher (rankstack train split).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Directory for the averaged model.")],
+    dataset: Annotated[Path | None, typer.Option(help="BEIR directory the models were trained on: score the "
+                                                 "soup on their held-out dev queries.")] = None,
+) -> None:
+    """Average the weights of several split cross-encoders into one (a model soup); query time is unchanged."""
+    from rankstack.train.soup import average_split_models
+
+    card = average_split_models(models, output, dataset, _mining_index(dataset) if dataset else None)
+    stderr.print(f"saved the average of {len(models)} split cross-encoders to {output}; "
+                 f"dev nDCG@10 {card.get('dev_ndcg@10', 'not scored (no --dataset)')}")
+
+
 def _serve(index_dir: Path, host: str, port: int, pipelines: list[str] | None, api_key: str | None = None) -> None:
     from rankstack.index import Index
     from rankstack.models.loading import require

@@ -342,3 +342,32 @@ def test_a_second_round_starts_from_the_split_model_of_the_same_layout(teacher: 
     with pytest.raises(RankstackError, match="is not a split cross-encoder"):
         train_split_cross_encoder(str(teacher), tiny_beir, tmp_path / "other", tiny_index, local_layers=3,
                                   query_tokens=16, document_tokens=48, split="test", init=str(teacher))
+
+
+def test_a_soup_averages_split_models_of_one_layout(teacher: Path, tiny_beir: Path, tiny_index: Index,
+                                                    tmp_path: Path) -> None:
+    from rankstack.train.soup import average_split_models
+
+    parts = [tmp_path / "a", tmp_path / "b"]
+    _split(teacher, tiny_beir, tiny_index, parts[0], seed=1)
+    _split(teacher, tiny_beir, tiny_index, parts[1], seed=2)
+    card = average_split_models([str(p) for p in parts], tmp_path / "soup", tiny_beir, tiny_index)
+    assert card["soup_of"] == [str(p) for p in parts] and card["distilled_from"] == str(teacher)
+    assert card["dev_ndcg@10"]["first_stage"] == "bm25%30"  # the ingredients' first stage; dev is empty here
+    a, b, soup = (SplitCrossEncoder.load(str(p)).state_dict() for p in [*parts, tmp_path / "soup"])
+    assert any(not torch.equal(a[k], b[k]) for k in a)  # two different runs ...
+    for key in a:  # ... and their average
+        assert torch.allclose(soup[key], (a[key] + b[key]) / 2, atol=1e-6), key
+    reranked = parse_pipeline(f"bm25%5>>cross_encoder(model={tmp_path / 'soup'},precision=fp32)", tiny_index)
+    assert reranked.search("parrot feathers")
+    with pytest.raises(RankstackError, match="at least two models"):
+        average_split_models([str(parts[0])], tmp_path / "one")
+    with pytest.raises(RankstackError, match="is not a split cross-encoder"):
+        average_split_models([str(parts[0]), str(teacher)], tmp_path / "mixed")
+    other = tmp_path / "other"
+    train_split_cross_encoder(str(teacher), tiny_beir, other, tiny_index, local_layers=2, query_tokens=16,
+                              document_tokens=48, split="test", list_size=3, dev_fraction=0.0, precision="fp32",
+                              max_steps=1)
+    with pytest.raises(RankstackError, match="average models of one layout only"):
+        average_split_models([str(parts[0]), str(other)], tmp_path / "mixed")
+    assert not (tmp_path / "mixed").exists() and not (tmp_path / "one").exists()

@@ -1,0 +1,88 @@
+"""A "model soup" (Wortsman et al., 2022): the uniform average of the weights of several split
+cross-encoders distilled from one teacher into one layout. Runs that started from the same copy of the
+teacher stay in one basin of the loss, so their average is a model of its own, often better than each,
+at no cost at query time."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from rankstack.errors import RankstackError
+from rankstack.models.loading import is_split_cross_encoder, resolve_model_location
+from rankstack.models.split_cross import SplitCrossEncoder
+from rankstack.train._run import save_with_card
+
+logger = logging.getLogger(__name__)
+
+
+def _card(location: str) -> dict[str, Any]:
+    path = Path(location) / "rankstack_training.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def average_split_models(models: list[str], output: str | Path, dataset_dir: str | Path | None = None,
+                         index: Any = None) -> dict[str, Any]:
+    """Average ``models`` (split cross-encoders of one layout and shape) into ``output``; returns its card.
+    With ``dataset_dir`` (and its ``index``), the soup is scored on the dev queries its ingredients held
+    out (same split, seed and first stage as the first one's training), as a trained model would be."""
+    started = time.perf_counter()
+    if len(models) < 2:
+        raise RankstackError(f"a soup needs at least two models, got {len(models)}")
+    locations = [str(resolve_model_location(m)) for m in models]
+    for location in locations:
+        if not is_split_cross_encoder(location):
+            raise RankstackError(f"{location} is not a split cross-encoder (rankstack train split writes one); "
+                                 f"only split models of one layout can be averaged")
+    loaded = [SplitCrossEncoder.load(location) for location in locations]
+    first = loaded[0]
+    for location, model in zip(locations[1:], loaded[1:], strict=True):
+        if model.layout != first.layout:
+            raise RankstackError(f"{location} was split as {asdict(model.layout)}, {locations[0]} as "
+                                 f"{asdict(first.layout)}; average models of one layout only")
+        if model.tokenizer.get_vocab() != first.tokenizer.get_vocab():
+            raise RankstackError(f"{location} and {locations[0]} have different tokenizers; average models "
+                                 f"split from one teacher only")
+    states = [model.state_dict() for model in loaded]
+    for location, state in zip(locations[1:], states[1:], strict=True):
+        different = [k for k in states[0] if k not in state or state[k].shape != states[0][k].shape]
+        if different or state.keys() != states[0].keys():
+            raise RankstackError(f"{location} and {locations[0]} differ in shape ({', '.join(different[:3])}); "
+                                 f"average models split from one teacher only")
+    average = {key: (sum(state[key].double() for state in states) / len(states)).to(value.dtype)
+               if value.is_floating_point() else value for key, value in states[0].items()}
+    first.load_state_dict(average)
+    cards = [_card(location) for location in locations]
+    teachers = sorted({str(card.get("distilled_from")) for card in cards if card.get("distilled_from")})
+    if len(teachers) > 1:  # a moved teacher is spelt differently, so this warns rather than refuses
+        logger.warning("the models' cards name %d teachers (%s); a soup of different teachers' students is "
+                       "rarely better than either", len(teachers), ", ".join(teachers))
+    card = {"kind": "split-cross-encoder", "head": "segment-similarity", "soup_of": locations,
+            "distilled_from": teachers[0] if len(teachers) == 1 else teachers,
+            "layout": {**asdict(first.layout), "layers": len(first.encoder.encoder.layer)},
+            "dataset": cards[0].get("dataset"), "split": cards[0].get("split"), "miner": cards[0].get("miner"),
+            "ingredients_dev_ndcg@10": [card.get("dev_ndcg@10") for card in cards],
+            "parameters": {"averaging": "uniform"}, "train_seconds": round(time.perf_counter() - started, 1)}
+    if dataset_dir is not None:
+        card["dev_ndcg@10"] = _dev_ndcg(first, cards[0], dataset_dir, index)
+    save_with_card(first, Path(output), card)
+    return card
+
+
+def _dev_ndcg(model: SplitCrossEncoder, trained: dict[str, Any], dataset_dir: str | Path, index: Any) -> Any:
+    from rankstack.io import BeirDataset
+    from rankstack.train.cross_encoder import dev_reranking
+    from rankstack.train.data import dev_qrels, mine_examples
+
+    if index is None:
+        raise RankstackError("scoring a soup on dev needs the collection's index as well as its directory")
+    split, miner = trained.get("split", "train"), trained.get("miner", "bm25%30")
+    seed = (trained.get("parameters") or {}).get("seed", 42)
+    dataset = BeirDataset.open(dataset_dir)
+    data = mine_examples(dataset, index, split, miner, dev_fraction=0.1, seed=seed)
+    ndcg = dev_reranking(index, data.dev_queries, dev_qrels(dataset, split, data.dev_queries), miner)
+    return {"soup": ndcg(model.eval()), "first_stage": miner, "dev_queries": len(data.dev_queries)}
