@@ -54,6 +54,9 @@ def main() -> None:
     parser.add_argument("--first-stage", default="bm25%30", help="candidates to rerank")
     parser.add_argument("--precisions", default="auto", help="comma-separated: auto, fp32, bf16, int8")
     parser.add_argument("--queries", type=int, default=300, help="first N judged test queries")
+    parser.add_argument("--cache-mb", type=int, default=4096,
+                        help="room for a split model's precomputed states (all of SciFact must fit, or timing "
+                             "would include recomputing dropped ones)")
     args = parser.parse_args()
     require_data(args.data)
     _, queries, qrels, index = judged_test_queries(args.data, args.queries)
@@ -63,7 +66,8 @@ def main() -> None:
     for precision in args.precisions.split(","):
         for role, model in (("teacher", args.teacher), ("student", args.student)):
             # each model's own window; a split model's documents are read through its lower layers now
-            reranker = CrossEncoderReranker(index, model, precision=precision, precompute=True)
+            reranker = CrossEncoderReranker(index, model, precision=precision, precompute=True,
+                                            cache_mb=args.cache_mb)
             stage = Pipeline([reranker])
             _ = reranker.loaded  # loading is not part of the precompute time
             prepared = time.perf_counter()

@@ -445,6 +445,9 @@ def train_split_command(
                                              "copy of the teacher: a second round of distillation.")] = None,
     prune_stopwords: Annotated[bool, typer.Option(help="Drop documents' stopwords and punctuation after the split "
                                                   "layers: the joint layers read about 30% fewer tokens.")] = False,
+    query_reads_document: Annotated[bool, typer.Option(help="Let the query's tokens read the document's in the "
+                                                       "split layers too (the document's still read only "
+                                                       "the document, so it is still precomputed).")] = False,
 ) -> None:
     """Make a cross-encoder faster by splitting its lower layers by segment (PreTTR), distilled from itself."""
     from rankstack.train.split import train_split_cross_encoder
@@ -453,7 +456,8 @@ def train_split_command(
     card = train_split_cross_encoder(teacher, dataset, output, opened, local_layers, query_tokens, document_tokens,
                                      split, epochs, list_size, learning_rate, seed, miner, max_steps=max_steps,
                                      pseudo_queries=pseudo_queries, pseudo_query_source=pseudo_query_source,
-                                     hidden_weight=hidden_weight, init=init, prune=prune_stopwords)
+                                     hidden_weight=hidden_weight, init=init, prune=prune_stopwords,
+                                     query_reads_document=query_reads_document)
     stderr.print(f"saved a split cross-encoder ({local_layers} of {card['layout']['layers']} layers split) to "
                  f"{output} in {card['train_seconds']:.0f} s; dev nDCG@10 {card['dev_ndcg@10']}")
 
@@ -465,11 +469,15 @@ def train_soup_command(
     output: Annotated[Path, typer.Option("--output", "-o", help="Directory for the averaged model.")],
     dataset: Annotated[Path | None, typer.Option(help="BEIR directory the models were trained on: score the "
                                                  "soup on their held-out dev queries.")] = None,
+    query_reads_document: Annotated[bool, typer.Option(help="Let the soup's query read the document in the "
+                                                       "split layers, however its ingredients were trained "
+                                                       "(documents are still precomputed).")] = False,
 ) -> None:
     """Average the weights of several split cross-encoders into one (a model soup); query time is unchanged."""
     from rankstack.train.soup import average_split_models
 
-    card = average_split_models(models, output, dataset, _mining_index(dataset) if dataset else None)
+    card = average_split_models(models, output, dataset, _mining_index(dataset) if dataset else None,
+                                query_reads_document=query_reads_document)
     stderr.print(f"saved the average of {len(models)} split cross-encoders to {output}; "
                  f"dev nDCG@10 {card.get('dev_ndcg@10', 'not scored (no --dataset)')}")
 

@@ -39,24 +39,33 @@ DOCUMENTS = ["dogs are loyal companions", "parrots have bright feathers and can 
 
 
 def _tiny(local_layers: int = 2, query_tokens: int = 8, document_tokens: int = 56,
-          prune: bool = False) -> SplitCrossEncoder:
+          prune: bool = False, query_reads_document: bool = False) -> SplitCrossEncoder:
     transformers.set_seed(0)
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(gt_model.get_model_path()))
     config = transformers.BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=3,
                                      num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
     encoder = transformers.BertModel(config, add_pooling_layer=False).eval()
-    layout = SplitLayout(local_layers, query_tokens, document_tokens, prune)
+    layout = SplitLayout(local_layers, query_tokens, document_tokens, prune, query_reads_document)
     return SplitCrossEncoder(encoder, tokenizer, SegmentSimilarity(), layout)
 
 
-@pytest.mark.parametrize("prune", [False, True])
-def test_precomputed_document_states_give_the_joint_scores(prune: bool) -> None:
-    model = _tiny(prune=prune)
+def _precomputed_scores(model: SplitCrossEncoder, query: str, documents: list[str]) -> torch.Tensor:
+    entries = model.document_entries_of(model.document_ids(documents))
+    inputs = [i for _, i in entries] if model.layout.query_reads_document else None
+    return model.upper_scores(model.query_states(query), [s for s, _ in entries], inputs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("prune", "query_reads_document"), [(False, False), (True, False), (True, True)])
+def test_precomputed_document_states_give_the_joint_scores(prune: bool, query_reads_document: bool) -> None:
+    model = _tiny(prune=prune, query_reads_document=query_reads_document)
     with torch.inference_mode():
         joint = model(model.joint_inputs("are dogs loyal", DOCUMENTS))
-        split = model.upper_scores(model.query_states("are dogs loyal"), model.document_states(DOCUMENTS))
-        alone = model.upper_scores(model.query_states("are dogs loyal"), model.document_states(DOCUMENTS[1:2]))
+        split = _precomputed_scores(model, "are dogs loyal", DOCUMENTS)
+        alone = _precomputed_scores(model, "are dogs loyal", DOCUMENTS[1:2])
+        symmetric = _tiny(prune=prune)(model.joint_inputs("are dogs loyal", DOCUMENTS))
     assert torch.allclose(joint, split, atol=1e-5)
+    # the same weights score otherwise when the query reads the document in the split layers
+    assert torch.allclose(joint, symmetric) is not query_reads_document
     assert torch.allclose(alone, joint[1:2], atol=1e-5)  # a document's score does not depend on its batch
     assert len(set(joint.tolist())) == 3
     stored = [states.shape[0] for states in model.document_states(DOCUMENTS)]
@@ -88,18 +97,20 @@ def test_the_state_cache_is_bounded_and_reports_cut_documents() -> None:
     cache = DocumentStateCache(max_bytes=10**9)
     with torch.inference_mode():
         entries = cache.states(model, DOCUMENTS, batch_size=2)
-    assert [cut for _, cut in entries] == [False, False, True]
-    assert len(cache) == 3 and cache.bytes == sum(s.numel() * 2 for s, _ in entries)
-    small = DocumentStateCache(max_bytes=entries[0][0].numel() * 2 + entries[1][0].numel() * 2)
+    assert [entry.cut for entry in entries] == [False, False, True]
+    assert len(cache) == 3 and cache.bytes == sum(e.states.numel() * 2 for e in entries)
+    small = DocumentStateCache(max_bytes=entries[0].states.numel() * 2 + entries[1].states.numel() * 2)
     with torch.inference_mode():
         small.states(model, DOCUMENTS, batch_size=8)
     assert len(small) < 3 and small.bytes <= small.max_bytes
 
 
+@pytest.mark.parametrize("query_reads_document", [False, True])
 def test_stored_states_serve_the_same_model_only_and_survive_a_bad_file(tiny_index: Index, tmp_path: Path,
-                                                                        caplog: pytest.LogCaptureFixture) -> None:
+                                                                        caplog: pytest.LogCaptureFixture,
+                                                                        query_reads_document: bool) -> None:
     store = tmp_path / "states"
-    first = SplitScorer(_tiny(), "fp32", batch_size=4, cache_mb=64)
+    first = SplitScorer(_tiny(query_reads_document=query_reads_document), "fp32", batch_size=4, cache_mb=64)
     first.precompute(tiny_index, None, store)
     [saved] = list(store.glob("*.npz"))
     assert first.cache.computed == tiny_index.num_docs and not list(store.glob(".*"))
@@ -108,16 +119,19 @@ def test_stored_states_serve_the_same_model_only_and_survive_a_bad_file(tiny_ind
     before = first.score("parrot feathers", texts)[0]
     del first
     gc.collect()  # as after a restart: no scorer holds the cache in memory
-    again = SplitScorer(_tiny(), "fp32", batch_size=4, cache_mb=64)
+    again = SplitScorer(_tiny(query_reads_document=query_reads_document), "fp32", batch_size=4, cache_mb=64)
     with caplog.at_level(logging.INFO, logger="rankstack.models.split_cross"):
         again.precompute(tiny_index, None, store)
     assert f"loaded {tiny_index.num_docs} documents' states" in caplog.text
     assert again.cache.computed == 0 and len(again.cache) == tiny_index.num_docs
     assert again.score("parrot feathers", texts)[0] == pytest.approx(before)
+    if query_reads_document:  # the split layers' inputs were stored and loaded with the states
+        assert all(e.layer_inputs is not None and e.layer_inputs.shape[0] == 2
+                   for e in again.cache.states(again.model, texts, 4))
     del again
     gc.collect()
 
-    other = _tiny()
+    other = _tiny(query_reads_document=query_reads_document)
     with torch.no_grad():
         other.encoder.encoder.layer[0].output.dense.bias += 0.1
     changed = SplitScorer(other, "fp32", batch_size=4, cache_mb=64)
@@ -127,7 +141,7 @@ def test_stored_states_serve_the_same_model_only_and_survive_a_bad_file(tiny_ind
     del changed
     gc.collect()
     saved.write_bytes(b"not a states file")
-    broken = SplitScorer(_tiny(), "fp32", batch_size=4, cache_mb=64)
+    broken = SplitScorer(_tiny(query_reads_document=query_reads_document), "fp32", batch_size=4, cache_mb=64)
     with caplog.at_level(logging.WARNING):
         broken.precompute(tiny_index, None, store)
     assert "ignoring stored document states" in caplog.text and str(saved) in caplog.text
@@ -158,7 +172,7 @@ def test_scorers_of_one_model_share_a_cache_safely_across_threads() -> None:
     assert all(r == pytest.approx(results[0]) for r in results)
     cache = one.cache
     assert len(cache) == 40 and cache.computed == 40  # each document read once, by whichever came first
-    assert cache.bytes == sum(s.numel() * 2 for s, _ in cache.states(one.model, texts, 8))
+    assert cache.bytes == sum(e.states.numel() * 2 for e in cache.states(one.model, texts, 8))
 
 
 @pytest.mark.parametrize("first_fails", [False, True])
@@ -170,9 +184,9 @@ def test_a_document_being_computed_is_awaited_not_computed_twice(first_fails: bo
     model, cache = _tiny(), DocumentStateCache(2**20)
     reading, release = threading.Event(), threading.Event()
     calls: list[int] = []
-    real = model.document_states_of
+    real = model.document_entries_of
 
-    def slow(ids: list[list[int]]) -> list[torch.Tensor]:
+    def slow(ids: list[list[int]]) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
         calls.append(len(ids))
         if len(calls) == 1:
             reading.set()
@@ -181,7 +195,7 @@ def test_a_document_being_computed_is_awaited_not_computed_twice(first_fails: bo
                 raise RuntimeError("out of memory")
         return real(ids)
 
-    model.document_states_of = slow  # type: ignore[method-assign]
+    model.document_entries_of = slow  # type: ignore[method-assign]
     with ThreadPoolExecutor(2) as pool:
         first = pool.submit(cache.states, model, ["dogs bark"], 4)
         assert reading.wait(10)
@@ -269,6 +283,7 @@ def test_split_training_saves_a_model_the_stage_reranks_with(teacher: Path, tiny
     card = _split(teacher, tiny_beir, tiny_index, output, prune=prune)
     assert card["kind"] == "split-cross-encoder" and card["layout"] == {"local_layers": 3, "query_tokens": 16,
                                                                          "document_tokens": 48, "prune": prune,
+                                                                         "query_reads_document": False,
                                                                          "layers": 6}
     assert SplitCrossEncoder.load(str(output)).layout.prune is prune
     assert card["parameters"]["steps"] == 4 and not list(tmp_path.glob(".split.*"))
@@ -336,6 +351,10 @@ def test_a_second_round_starts_from_the_split_model_of_the_same_layout(teacher: 
     start, again = SplitCrossEncoder.load(str(first)), SplitCrossEncoder.load(str(tmp_path / "second"))
     for (name, a), (_, b) in zip(start.state_dict().items(), again.state_dict().items(), strict=True):
         assert torch.equal(a, b), name  # no steps: the second model is the one it started from
+    # a second round may let the query read the document: masks change, weights carry over
+    _split(teacher, tiny_beir, tiny_index, tmp_path / "one-sided", init=str(first), max_steps=0,
+           query_reads_document=True)
+    assert SplitCrossEncoder.load(str(tmp_path / "one-sided")).layout.query_reads_document
     with pytest.raises(RankstackError, match="pass the same --local-layers"):
         train_split_cross_encoder(str(teacher), tiny_beir, tmp_path / "other", tiny_index, local_layers=2,
                                   query_tokens=16, document_tokens=48, split="test", init=str(first))
@@ -360,6 +379,11 @@ def test_a_soup_averages_split_models_of_one_layout(teacher: Path, tiny_beir: Pa
         assert torch.allclose(soup[key], (a[key] + b[key]) / 2, atol=1e-6), key
     reranked = parse_pipeline(f"bm25%5>>cross_encoder(model={tmp_path / 'soup'},precision=fp32)", tiny_index)
     assert reranked.search("parrot feathers")
+    one_sided = average_split_models([str(p) for p in parts], tmp_path / "one-sided", query_reads_document=True)
+    assert one_sided["layout"]["query_reads_document"] and not card["layout"]["query_reads_document"]
+    assert SplitCrossEncoder.load(str(tmp_path / "one-sided")).state_dict().keys() == soup.keys()
+    reads = parse_pipeline(f"bm25%5>>cross_encoder(model={tmp_path / 'one-sided'},precision=fp32)", tiny_index)
+    assert [h.doc_id for h in reads.search("parrot feathers")]
     with pytest.raises(RankstackError, match="at least two models"):
         average_split_models([str(parts[0])], tmp_path / "one")
     with pytest.raises(RankstackError, match="is not a split cross-encoder"):

@@ -11,6 +11,11 @@ The layout of one input, as both the joint training path and the split inference
 Documents start at a fixed position (``query_tokens``) rather than right after the query, so their
 lower-layer states do not depend on which query comes with them. Queries are cut to ``query_tokens``,
 documents to ``document_tokens``; each has its own room, so a long query does not shorten documents.
+
+With ``query_reads_document`` the split is one-sided: in the lower layers the document still reads only
+itself (so its side is still precomputed), but the query reads the document too, as in the unsplit
+model. The query's rows are few, so this costs little at query time, and the query keeps the lower
+layers' view of the document that a symmetric split takes away.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import threading
 import weakref
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -43,12 +48,17 @@ class SplitLayout:
 
     ``prune`` drops a document's stopwords and punctuation after the split layers (they have read their
     neighbours by then): the joint layers, which run for every query, read about 30% fewer tokens, and
-    stored states shrink as much. "no" and "not" are kept: a claim's negation decides its relevance."""
+    stored states shrink as much. "no" and "not" are kept: a claim's negation decides its relevance.
+
+    ``query_reads_document`` lets the query's tokens attend to the document's in the split layers too
+    (the document's still attend to the document only); each document then also keeps the inputs of its
+    split layers, unpruned, for the query to read."""
 
     local_layers: int
     query_tokens: int = 64
     document_tokens: int = 224
     prune: bool = False
+    query_reads_document: bool = False
 
     def __post_init__(self) -> None:
         if self.local_layers < 1:
@@ -71,6 +81,16 @@ def prunable_token_ids(tokenizer: Any) -> frozenset[int]:
     words = LUCENE_ENGLISH_STOP_WORDS - {"no", "not"}
     vocabulary = tokenizer.get_vocab().items()
     return frozenset(i for t, i in vocabulary if t in words or (len(t) == 1 and t in string.punctuation))
+
+
+class DocumentEntry(NamedTuple):
+    """What is kept of one document: its split layers' output (pruned tokens dropped), whether it was cut
+    to the window and, for a query that reads the document, the input of each split layer, unpruned
+    (``[local_layers, tokens, hidden]``)."""
+
+    states: torch.Tensor
+    cut: bool
+    layer_inputs: torch.Tensor | None = None
 
 
 class SplitCrossEncoder(torch.nn.Module):
@@ -180,36 +200,100 @@ class SplitCrossEncoder(torch.nn.Module):
             hidden = out[0] if isinstance(out, tuple) else out
         return hidden
 
-    def _lower(self, segment: dict[str, torch.Tensor]) -> torch.Tensor:
-        hidden = self.encoder.embeddings(input_ids=segment["input_ids"], token_type_ids=segment["token_type_ids"],
-                                         position_ids=segment["positions"])
+    def _embedded(self, segment: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.encoder.embeddings(input_ids=segment["input_ids"], token_type_ids=segment["token_type_ids"],
+                                       position_ids=segment["positions"])
+
+    def _lower(self, segment: dict[str, torch.Tensor], inputs: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """The split layers over one segment alone; ``inputs``, when a list, receives each layer's input."""
+        hidden = self._embedded(segment)
         mask = segment["valid"][:, None, None, :]
-        return self._layers(hidden, mask, self.encoder.encoder.layer[:self.layout.local_layers])
+        for layer in self.encoder.encoder.layer[:self.layout.local_layers]:
+            if inputs is not None:
+                inputs.append(hidden)
+            hidden = self._layers(hidden, mask, [layer])
+        return hidden
 
     def document_states(self, documents: list[str]) -> list[torch.Tensor]:
         """The split layers' output for each document alone: what can be computed before any query."""
         return self.document_states_of(self.document_ids(documents))
 
     def document_states_of(self, ids: list[list[int]]) -> list[torch.Tensor]:
-        states = self._lower(self._segment(ids, self.layout.query_tokens, 1))
-        if not self._prunable:
-            return [states[row, :len(tokens)] for row, tokens in enumerate(ids)]
-        return [states[row, :len(tokens)][torch.tensor(self.kept(tokens))] for row, tokens in enumerate(ids)]
+        return [states for states, _ in self.document_entries_of(ids)]
+
+    def document_entries_of(self, ids: list[list[int]]) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+        """Each document's split-layer output (pruned) and, when the query reads the document, the inputs
+        of its split layers (unpruned): everything a query needs of it."""
+        inputs: list[torch.Tensor] | None = [] if self.layout.query_reads_document else None
+        states = self._lower(self._segment(ids, self.layout.query_tokens, 1), inputs)
+        stacked = torch.stack(inputs, dim=1) if inputs else None  # [documents, layers, tokens, hidden]
+        entries = []
+        for row, tokens in enumerate(ids):
+            kept = states[row, :len(tokens)]
+            if self._prunable:
+                kept = kept[torch.tensor(self.kept(tokens))]
+            entries.append((kept, None if stacked is None else stacked[row, :, :len(tokens)]))
+        return entries
 
     def query_states(self, query: str) -> torch.Tensor:
         return self.query_states_of(self.query_ids(query))
 
     def query_states_of(self, ids: list[int]) -> torch.Tensor:
-        return self._lower(self._segment([ids], 0, 0))[0]
+        """The query's split-layer output; when the query reads the document, that depends on the
+        document, so this is the query's embedding (the first split layer's input) instead."""
+        segment = self._segment([ids], 0, 0)
+        return self._embedded(segment)[0] if self.layout.query_reads_document else self._lower(segment)[0]
 
-    def upper_scores(self, query: torch.Tensor, documents: list[torch.Tensor]) -> torch.Tensor:
-        """Scores from the query's and each document's split-layer states, through the joint layers."""
+    def _query_rows(self, layer: Any, query: torch.Tensor, document: torch.Tensor,
+                    document_valid: torch.Tensor) -> torch.Tensor:
+        """One BERT layer for the query's rows only, each reading its own query and a document: what the
+        joint path computes for those rows, without the document's rows (which read only the document)."""
+        attention = layer.attention.self
+        rows, heads = query.shape[0], attention.num_attention_heads
+
+        def by_head(x: torch.Tensor) -> torch.Tensor:
+            return x.view(rows, x.shape[1], heads, -1).transpose(1, 2)
+
+        both = torch.cat([query, document], dim=1)
+        mask = torch.cat([torch.ones(rows, query.shape[1], dtype=torch.bool), document_valid], dim=1)
+        context = torch.nn.functional.scaled_dot_product_attention(
+            by_head(attention.query(query)), by_head(attention.key(both)), by_head(attention.value(both)),
+            attn_mask=mask[:, None, None, :], scale=attention.scaling)
+        attended = layer.attention.output(context.transpose(1, 2).reshape(query.shape), query)
+        return layer.output(layer.intermediate(attended), attended)
+
+    def _query_read_documents(self, query: torch.Tensor, inputs: list[torch.Tensor]) -> torch.Tensor:
+        """The query's split-layer output next to each document, from its embedding and each document's
+        split-layer inputs: ``[documents, query tokens, hidden]``."""
+        longest = max(i.shape[1] for i in inputs)
+        document = torch.zeros(len(inputs), self.layout.local_layers, longest, query.shape[-1], dtype=query.dtype)
+        valid = torch.zeros(len(inputs), longest, dtype=torch.bool)
+        for row, layer_inputs in enumerate(inputs):
+            document[row, :, :layer_inputs.shape[1]] = layer_inputs.to(query.dtype)
+            valid[row, :layer_inputs.shape[1]] = True
+        hidden = query.expand(len(inputs), -1, -1)
+        for number, layer in enumerate(self.encoder.encoder.layer[:self.layout.local_layers]):
+            hidden = self._query_rows(layer, hidden, document[:, number], valid)
+        return hidden
+
+    def upper_scores(self, query: torch.Tensor, documents: list[torch.Tensor],
+                     layer_inputs: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """Scores from the query's and each document's split-layer states, through the joint layers.
+        When the query reads the document, ``query`` is its embedding and ``layer_inputs`` holds each
+        document's split-layer inputs."""
+        if self.layout.query_reads_document:
+            if layer_inputs is None:
+                raise RankstackError("this split model's query reads the document: pass each document's "
+                                     "split-layer inputs (document_entries_of gives them)")
+            queries = self._query_read_documents(query, layer_inputs)
+        else:
+            queries = query.expand(len(documents), -1, -1)
         query_length = query.shape[0]
         longest = query_length + max(d.shape[0] for d in documents)
         hidden = torch.zeros(len(documents), longest, query.shape[-1], dtype=query.dtype)
         valid = torch.zeros(len(documents), longest, dtype=torch.bool)
         token_types = torch.zeros(len(documents), longest, dtype=torch.long)
-        hidden[:, :query_length] = query
+        hidden[:, :query_length] = queries
         for row, states in enumerate(documents):
             end = query_length + states.shape[0]
             hidden[row, query_length:end] = states.to(query.dtype)
@@ -253,6 +337,8 @@ class SplitCrossEncoder(torch.nn.Module):
         joint = valid[:, None, None, :].expand(-1, 1, longest, -1)
         segments = token_types.bool()
         within = joint & (segments[:, None, :, None] == segments[:, None, None, :])
+        if self.layout.query_reads_document:  # the query's rows read the document too
+            within = within | (joint & ~segments[:, None, :, None])
         layers = self.encoder.encoder.layer
         hidden = self._layers(hidden, within, layers[:self.layout.local_layers])
         if states is not None:
@@ -263,11 +349,13 @@ class SplitCrossEncoder(torch.nn.Module):
                 states.append(hidden)
         return self._head(hidden, read, token_types)
 
-    def score_states(self, query: torch.Tensor, documents: list[torch.Tensor], batch_size: int) -> list[float]:
-        """``upper_scores`` over any number of documents, ``batch_size`` at a time."""
+    def score_states(self, query: torch.Tensor, entries: list[DocumentEntry], batch_size: int) -> list[float]:
+        """``upper_scores`` over any number of documents' entries, ``batch_size`` at a time."""
         scores: list[float] = []
-        for start in range(0, len(documents), batch_size):
-            scores.extend(self.upper_scores(query, documents[start:start + batch_size]).tolist())
+        for start in range(0, len(entries), batch_size):
+            chunk = entries[start:start + batch_size]
+            inputs = [e.layer_inputs for e in chunk] if self.layout.query_reads_document else None
+            scores.extend(self.upper_scores(query, [e.states for e in chunk], inputs).tolist())  # type: ignore[arg-type]
         return scores
 
     def predict(self, pairs: list[tuple[str, str]], batch_size: int = 32, **_: Any) -> Any:
@@ -285,8 +373,7 @@ class SplitCrossEncoder(torch.nn.Module):
         with torch.inference_mode():
             for query, positions in by_query.items():
                 entries = reader.states(self, [pairs[i][1] for i in positions], batch_size)
-                documents = [states for states, _cut in entries]
-                scores[positions] = self.score_states(self.query_states(query), documents, batch_size)
+                scores[positions] = self.score_states(self.query_states(query), entries, batch_size)
         return scores
 
     def fingerprint(self) -> str:
@@ -315,7 +402,7 @@ class _InFlight:
 
     def __init__(self) -> None:
         self.done = threading.Event()
-        self.entry: tuple[torch.Tensor, bool] | None = None
+        self.entry: DocumentEntry | None = None
 
 
 class DocumentStateCache:
@@ -329,7 +416,7 @@ class DocumentStateCache:
         self.max_bytes = max_bytes
         self.bytes = 0
         self.computed = 0  # documents read through the model, not found here
-        self._states: OrderedDict[bytes, tuple[torch.Tensor, bool]] = OrderedDict()
+        self._states: OrderedDict[bytes, DocumentEntry] = OrderedDict()
         self.lock = threading.RLock()  # pipelines on several threads may share one cache (shared_cache)
         self._in_flight: dict[bytes, _InFlight] = {}  # documents some thread is computing now
 
@@ -348,8 +435,8 @@ class DocumentStateCache:
         return hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
 
     def states(self, model: SplitCrossEncoder, texts: list[str], batch_size: int,
-               keys: list[bytes] | None = None) -> list[tuple[torch.Tensor, bool]]:
-        """(states, truncated) for each text, computing those not cached, ``batch_size`` at a time.
+               keys: list[bytes] | None = None) -> list[DocumentEntry]:
+        """The entry of each text, computing those not cached, ``batch_size`` at a time.
         ``keys`` are the texts' ``key``s when the caller has them already.
 
         The lock is not held while the model runs, so threads sharing the cache do not wait on each
@@ -357,7 +444,7 @@ class DocumentStateCache:
         twice."""
         keys = keys if keys is not None else [self.key(t) for t in texts]
         first_text = dict(zip(keys, texts, strict=True))
-        found: dict[bytes, tuple[torch.Tensor, bool]] = {}
+        found: dict[bytes, DocumentEntry] = {}
         mine: list[bytes] = []
         theirs: dict[bytes, _InFlight] = {}
         with self.lock:
@@ -391,12 +478,13 @@ class DocumentStateCache:
         return [found[k] for k in keys]
 
     def _compute(self, model: SplitCrossEncoder, keys: list[bytes], texts: dict[bytes, str], batch_size: int,
-                 into: dict[bytes, tuple[torch.Tensor, bool]]) -> None:
+                 into: dict[bytes, DocumentEntry]) -> None:
         for start in range(0, len(keys), batch_size):
             chunk = keys[start:start + batch_size]
             ids, cut = model.fit_documents([texts[k] for k in chunk])
-            for k, states, was_cut in zip(chunk, model.document_states_of(ids), cut, strict=True):
-                into[k] = (states.to(torch.float16, copy=True), was_cut)
+            for k, (states, inputs), was_cut in zip(chunk, model.document_entries_of(ids), cut, strict=True):
+                into[k] = DocumentEntry(states.to(torch.float16, copy=True), was_cut,
+                                        None if inputs is None else inputs.to(torch.float16, copy=True))
             with self.lock:
                 self.computed += len(chunk)
 
@@ -411,12 +499,18 @@ class DocumentStateCache:
 
         with self.lock:
             entries = [(k, e) for k, e in self._states.items() if keys is None or k in keys]
-        hidden = entries[0][1][0].shape[-1] if entries else 0
+        hidden = entries[0][1].states.shape[-1] if entries else 0
+        inputs = [e.layer_inputs for _, e in entries if e.layer_inputs is not None]
         arrays = {
             "keys": np.frombuffer(b"".join(k for k, _ in entries), dtype=np.uint8).reshape(-1, 16),
-            "lengths": np.array([states.shape[0] for _, (states, _) in entries], dtype=np.int64),
-            "cut": np.array([cut for _, (_, cut) in entries], dtype=bool),
-            "states": (torch.cat([states for _, (states, _) in entries]).numpy() if entries
+            "lengths": np.array([e.states.shape[0] for _, e in entries], dtype=np.int64),
+            "cut": np.array([e.cut for _, e in entries], dtype=bool),
+            "states": (torch.cat([e.states for _, e in entries]).numpy() if entries
+                       else np.zeros((0, hidden), dtype=np.float16)),
+            # split-layer inputs (a query that reads the document): layers x tokens per entry, 0 x 0 if none
+            "input_shapes": np.array([e.layer_inputs.shape[:2] if e.layer_inputs is not None else (0, 0)
+                                      for _, e in entries], dtype=np.int64).reshape(-1, 2),
+            "inputs": (torch.cat([i.reshape(-1, hidden) for i in inputs]).numpy() if inputs
                        else np.zeros((0, hidden), dtype=np.float16)),
         }
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -441,33 +535,47 @@ class DocumentStateCache:
         try:
             with np.load(path) as saved:
                 keys, lengths, cut, states = saved["keys"], saved["lengths"], saved["cut"], saved["states"]
-            if not len(keys) == len(lengths) == len(cut) or int(lengths.sum()) != len(states):
+                shapes, inputs = saved["input_shapes"], saved["inputs"]
+            if not len(keys) == len(lengths) == len(cut) == len(shapes) or int(lengths.sum()) != len(states) \
+                    or int(shapes.prod(axis=1).sum()) != len(inputs):
                 raise ValueError("its arrays disagree in length")
-            if keys.ndim != 2 or keys.shape[1] != 16 or states.dtype != np.float16:
+            if keys.ndim != 2 or keys.shape[1] != 16 or states.dtype != np.float16 or inputs.dtype != np.float16:
                 raise ValueError("it is not a states file of this version")
         except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as error:
             logger.warning("ignoring stored document states %s (%s); they will be computed and saved again",
                            path, error)
             return 0
         offsets = np.concatenate([[0], np.cumsum(lengths)])
+        input_offsets = np.concatenate([[0], np.cumsum(shapes.prod(axis=1))])
         with self.lock:
             for row in range(len(keys)):
-                entry = torch.from_numpy(states[offsets[row]:offsets[row + 1]].copy()), bool(cut[row])
+                layers, tokens = (int(n) for n in shapes[row])
+                layer_inputs = (torch.from_numpy(inputs[input_offsets[row]:input_offsets[row + 1]].copy())
+                                .view(layers, tokens, -1) if layers else None)
+                entry = DocumentEntry(torch.from_numpy(states[offsets[row]:offsets[row + 1]].copy()), bool(cut[row]),
+                                      layer_inputs)
                 self._remember(keys[row].tobytes(), entry)
         return len(keys)
 
-    def _remember(self, key: bytes, entry: tuple[torch.Tensor, bool]) -> None:
+    @staticmethod
+    def size(entry: DocumentEntry) -> int:
+        """Bytes an entry holds."""
+        inputs = entry.layer_inputs
+        return entry.states.numel() * entry.states.element_size() + (
+            0 if inputs is None else inputs.numel() * inputs.element_size())
+
+    def _remember(self, key: bytes, entry: DocumentEntry) -> None:
         if key in self._states:
             self._states.move_to_end(key)
             return
-        size = entry[0].numel() * entry[0].element_size()
+        size = self.size(entry)
         if size > self.max_bytes:
             return
         self._states[key] = entry
         self.bytes += size
         while self.bytes > self.max_bytes:
-            _, (dropped, _) = self._states.popitem(last=False)
-            self.bytes -= dropped.numel() * dropped.element_size()
+            _, dropped = self._states.popitem(last=False)
+            self.bytes -= self.size(dropped)
 
 
 _SHARED_CACHES: weakref.WeakValueDictionary[str, DocumentStateCache] = weakref.WeakValueDictionary()
@@ -550,5 +658,5 @@ class SplitScorer:
             entries = self.cache.states(self.model, texts, self.batch_size)
             query_ids, query_cut = self.model.fit_query(query)
             query_states = self.model.query_states_of(query_ids)
-            scores = self.model.score_states(query_states, [states for states, _ in entries], self.batch_size)
-        return scores, len(texts) if query_cut else sum(cut for _, cut in entries)
+            scores = self.model.score_states(query_states, entries, self.batch_size)
+        return scores, len(texts) if query_cut else sum(entry.cut for entry in entries)

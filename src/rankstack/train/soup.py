@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +26,12 @@ def _card(location: str) -> dict[str, Any]:
 
 
 def average_split_models(models: list[str], output: str | Path, dataset_dir: str | Path | None = None,
-                         index: Any = None) -> dict[str, Any]:
+                         index: Any = None, query_reads_document: bool = False) -> dict[str, Any]:
     """Average ``models`` (split cross-encoders of one layout and shape) into ``output``; returns its card.
     With ``dataset_dir`` (and its ``index``), the soup is scored on the dev queries its ingredients held
-    out (same split, seed and first stage as the first one's training), as a trained model would be."""
+    out (same split, seed and first stage as the first one's training), as a trained model would be.
+    ``query_reads_document`` makes the soup's query read the document in the split layers (a mask, not
+    a weight: ingredients trained either way can serve so)."""
     started = time.perf_counter()
     if len(models) < 2:
         raise RankstackError(f"a soup needs at least two models, got {len(models)}")
@@ -56,6 +58,8 @@ def average_split_models(models: list[str], output: str | Path, dataset_dir: str
     average = {key: (sum(state[key].double() for state in states) / len(states)).to(value.dtype)
                if value.is_floating_point() else value for key, value in states[0].items()}
     first.load_state_dict(average)
+    if query_reads_document:
+        first.layout = replace(first.layout, query_reads_document=True)
     cards = [_card(location) for location in locations]
     teachers = sorted({str(card.get("distilled_from")) for card in cards if card.get("distilled_from")})
     if len(teachers) > 1:  # a moved teacher is spelt differently, so this warns rather than refuses

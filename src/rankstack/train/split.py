@@ -17,7 +17,7 @@ import logging
 import random
 import shutil
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -149,7 +149,7 @@ def train_split_cross_encoder(teacher_model: str, dataset_dir: str | Path, outpu
                               miner: str = "bm25%30", dev_fraction: float = 0.1, save_steps: int = 100,
                               max_steps: int = -1, precision: str = "auto", pseudo_queries: int = 0,
                               pseudo_query_source: str = "title", hidden_weight: float = 1.0,
-                              init: str | None = None, prune: bool = False,
+                              init: str | None = None, prune: bool = False, query_reads_document: bool = False,
                               on_step: Any = None) -> dict[str, Any]:
     """Train a split cross-encoder from ``teacher_model``; resumes from the newest checkpoint of an
     interrupted run. ``on_step(step)`` is called after each optimiser step (for tests and progress).
@@ -158,7 +158,8 @@ def train_split_cross_encoder(teacher_model: str, dataset_dir: str | Path, outpu
     last split layer and every joint layer against the unsplit teacher's on the same tokens (in the
     spirit of TinyBERT / MiniLM), a far richer signal per list than its 16 scores. ``init`` starts the
     student from a split model trained before (same layout) instead of a copy of the teacher: a second
-    round of distillation, on more lists or at a lower learning rate."""
+    round of distillation, on more lists or at a lower learning rate; it may have been split with the
+    query reading the document or not (``query_reads_document`` says how the student will be)."""
     require("transformers", "train", "Split cross-encoder training")
     check_pseudo_query_source(pseudo_query_source)
     started = time.perf_counter()
@@ -166,13 +167,15 @@ def train_split_cross_encoder(teacher_model: str, dataset_dir: str | Path, outpu
     if precision == "int8":
         precision = "fp32"  # int8 is an inference format; training runs in full precision
     teacher = load_cross_encoder(str(resolve_model_location(teacher_model)))
-    layout = SplitLayout(local_layers, query_tokens, document_tokens, prune)
+    layout = SplitLayout(local_layers, query_tokens, document_tokens, prune, query_reads_document)
     if init:
         init = str(resolve_model_location(init))
         if not is_split_cross_encoder(init):
             raise RankstackError(f"--init {init} is not a split cross-encoder (rankstack train split writes one); "
                                  f"leave --init out to start from a copy of the teacher")
         student = SplitCrossEncoder.load(init)
+        # whether the query reads the document changes attention masks only, not weights
+        student.layout = replace(student.layout, query_reads_document=query_reads_document)
         if student.layout != layout:
             raise RankstackError(f"{init} was split as {asdict(student.layout)}, not {asdict(layout)}; "
                                  f"pass the same --local-layers, --query-tokens, --document-tokens and "
@@ -189,12 +192,15 @@ def train_split_cross_encoder(teacher_model: str, dataset_dir: str | Path, outpu
     examples = data.examples + (pseudo_query_lists(index, pseudo_queries, miner, list_size, seed,
                                                    pseudo_query_source) if pseudo_queries else [])
     checkpoints = _Checkpoints(checkpoint_folder(output), save_steps)
+    # query_reads_document stands apart from the layout so that runs saved before it existed still resume
+    layout_arguments = {k: v for k, v in asdict(layout).items() if k != "query_reads_document"}
     checkpoints.claim({"teacher": str(teacher_model), "dataset": str(dataset.root), "split": split,
-                       "layout": asdict(layout), "epochs": epochs, "list_size": list_size,
+                       "layout": layout_arguments, "query_reads_document": query_reads_document, "epochs": epochs,
+                       "list_size": list_size,
                        "learning_rate": learning_rate, "seed": seed, "miner": miner, "dev_fraction": dev_fraction,
                        "max_steps": max_steps, "precision": precision, "pseudo_queries": pseudo_queries,
                        "pseudo_query_source": pseudo_query_source, "hidden_weight": hidden_weight, "init": init},
-                      added={"pseudo_query_source": "title"})
+                      added={"pseudo_query_source": "title", "query_reads_document": False})
     lists = checkpoints.teacher_lists()
     if lists is None:
         lists = _teacher_lists(teacher.eval(), examples, precision, _tqdm)
