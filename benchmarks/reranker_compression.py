@@ -54,7 +54,7 @@ def main() -> None:
     parser.add_argument("--first-stage", default="bm25%30", help="candidates to rerank")
     parser.add_argument("--precisions", default="auto", help="comma-separated: auto, fp32, bf16, int8")
     parser.add_argument("--queries", type=int, default=300, help="first N judged test queries")
-    parser.add_argument("--cache-mb", type=int, default=4096,
+    parser.add_argument("--cache-mb", type=int, default=8192,
                         help="room for a split model's precomputed states (all of SciFact must fit, or timing "
                              "would include recomputing dropped ones)")
     args = parser.parse_args()

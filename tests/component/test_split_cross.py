@@ -125,8 +125,8 @@ def test_stored_states_serve_the_same_model_only_and_survive_a_bad_file(tiny_ind
     assert f"loaded {tiny_index.num_docs} documents' states" in caplog.text
     assert again.cache.computed == 0 and len(again.cache) == tiny_index.num_docs
     assert again.score("parrot feathers", texts)[0] == pytest.approx(before)
-    if query_reads_document:  # the split layers' inputs were stored and loaded with the states
-        assert all(e.layer_inputs is not None and e.layer_inputs.shape[0] == 2
+    if query_reads_document:  # keys and values were stored and loaded with the states
+        assert all(e.keys_values is not None and e.keys_values.shape[0] == 4  # 2 layers' keys and values
                    for e in again.cache.states(again.model, texts, 4))
     del again
     gc.collect()
@@ -147,6 +147,24 @@ def test_stored_states_serve_the_same_model_only_and_survive_a_bad_file(tiny_ind
     assert "ignoring stored document states" in caplog.text and str(saved) in caplog.text
     assert broken.cache.computed == tiny_index.num_docs
     assert DocumentStateCache(10**9).load(saved) == tiny_index.num_docs  # rewritten whole
+
+
+def test_keys_and_values_computed_in_bf16_are_kept_and_stored_in_bf16(tmp_path: Path) -> None:
+    model = _tiny(query_reads_document=True)
+    cache = DocumentStateCache(10**9)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        entries = cache.states(model, DOCUMENTS, batch_size=2)
+        joint = model(model.joint_inputs("are dogs loyal", DOCUMENTS))
+        served = model.score_states(model.query_states("are dogs loyal"), entries, batch_size=2)
+    assert all(e.keys_values is not None and e.keys_values.dtype == torch.bfloat16 for e in entries)
+    assert served == pytest.approx(joint.tolist(), abs=0.05)  # bf16 rounding, not another computation
+    cache.save(tmp_path / "states.npz")
+    loaded = DocumentStateCache(10**9)
+    assert loaded.load(tmp_path / "states.npz") == 3
+    again = loaded.states(model, DOCUMENTS, batch_size=2)
+    assert loaded.computed == 0
+    for before, after in zip(entries, again, strict=True):
+        assert torch.equal(before.states, after.states) and torch.equal(before.keys_values, after.keys_values)
 
 
 def test_the_fingerprint_survives_saving_and_tells_models_and_precisions_apart(tmp_path: Path) -> None:

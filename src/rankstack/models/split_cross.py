@@ -51,8 +51,8 @@ class SplitLayout:
     stored states shrink as much. "no" and "not" are kept: a claim's negation decides its relevance.
 
     ``query_reads_document`` lets the query's tokens attend to the document's in the split layers too
-    (the document's still attend to the document only); each document then also keeps the inputs of its
-    split layers, unpruned, for the query to read."""
+    (the document's still attend to the document only); each document then also keeps the attention
+    keys and values of its split layers, unpruned, for the query to read."""
 
     local_layers: int
     query_tokens: int = 64
@@ -85,12 +85,14 @@ def prunable_token_ids(tokenizer: Any) -> frozenset[int]:
 
 class DocumentEntry(NamedTuple):
     """What is kept of one document: its split layers' output (pruned tokens dropped), whether it was cut
-    to the window and, for a query that reads the document, the input of each split layer, unpruned
-    (``[local_layers, tokens, hidden]``)."""
+    to the window and, for a query that reads the document, the attention keys and values of each split
+    layer, unpruned (``[2 x local_layers, tokens, hidden]``: layer 0's keys, its values, layer 1's keys,
+    ...). Stored rather than recomputed: projecting every document token for every query would cost a
+    tenth of the joint layers' work."""
 
     states: torch.Tensor
     cut: bool
-    layer_inputs: torch.Tensor | None = None
+    keys_values: torch.Tensor | None = None
 
 
 class SplitCrossEncoder(torch.nn.Module):
@@ -222,11 +224,16 @@ class SplitCrossEncoder(torch.nn.Module):
         return [states for states, _ in self.document_entries_of(ids)]
 
     def document_entries_of(self, ids: list[list[int]]) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
-        """Each document's split-layer output (pruned) and, when the query reads the document, the inputs
-        of its split layers (unpruned): everything a query needs of it."""
+        """Each document's split-layer output (pruned) and, when the query reads the document, the keys
+        and values of its split layers (unpruned): everything a query needs of it."""
         inputs: list[torch.Tensor] | None = [] if self.layout.query_reads_document else None
         states = self._lower(self._segment(ids, self.layout.query_tokens, 1), inputs)
-        stacked = torch.stack(inputs, dim=1) if inputs else None  # [documents, layers, tokens, hidden]
+        stacked = None
+        if inputs:
+            projected = []
+            for layer, hidden in zip(self.encoder.encoder.layer, inputs, strict=False):
+                projected += [layer.attention.self.key(hidden), layer.attention.self.value(hidden)]
+            stacked = torch.stack(projected, dim=1)  # [documents, 2 x layers, tokens, hidden]
         entries = []
         for row, tokens in enumerate(ids):
             kept = states[row, :len(tokens)]
@@ -244,48 +251,53 @@ class SplitCrossEncoder(torch.nn.Module):
         segment = self._segment([ids], 0, 0)
         return self._embedded(segment)[0] if self.layout.query_reads_document else self._lower(segment)[0]
 
-    def _query_rows(self, layer: Any, query: torch.Tensor, document: torch.Tensor,
-                    document_valid: torch.Tensor) -> torch.Tensor:
-        """One BERT layer for the query's rows only, each reading its own query and a document: what the
-        joint path computes for those rows, without the document's rows (which read only the document)."""
+    def _query_rows(self, layer: Any, query: torch.Tensor, document_keys: torch.Tensor,
+                    document_values: torch.Tensor, document_valid: torch.Tensor) -> torch.Tensor:
+        """One BERT layer for the query's rows only, each reading its own query and a document's stored
+        keys and values: what the joint path computes for those rows, without the document's rows (which
+        read only the document)."""
         attention = layer.attention.self
         rows, heads = query.shape[0], attention.num_attention_heads
 
         def by_head(x: torch.Tensor) -> torch.Tensor:
             return x.view(rows, x.shape[1], heads, -1).transpose(1, 2)
 
-        both = torch.cat([query, document], dim=1)
+        keys = torch.cat([attention.key(query).to(document_keys.dtype), document_keys], dim=1)
+        values = torch.cat([attention.value(query).to(document_values.dtype), document_values], dim=1)
         mask = torch.cat([torch.ones(rows, query.shape[1], dtype=torch.bool), document_valid], dim=1)
         context = torch.nn.functional.scaled_dot_product_attention(
-            by_head(attention.query(query)), by_head(attention.key(both)), by_head(attention.value(both)),
-            attn_mask=mask[:, None, None, :], scale=attention.scaling)
+            by_head(attention.query(query)), by_head(keys), by_head(values), attn_mask=mask[:, None, None, :],
+            scale=attention.scaling)
         attended = layer.attention.output(context.transpose(1, 2).reshape(query.shape), query)
         return layer.output(layer.intermediate(attended), attended)
 
-    def _query_read_documents(self, query: torch.Tensor, inputs: list[torch.Tensor]) -> torch.Tensor:
+    def _query_read_documents(self, query: torch.Tensor, keys_values: list[torch.Tensor]) -> torch.Tensor:
         """The query's split-layer output next to each document, from its embedding and each document's
-        split-layer inputs: ``[documents, query tokens, hidden]``."""
-        longest = max(i.shape[1] for i in inputs)
-        document = torch.zeros(len(inputs), self.layout.local_layers, longest, query.shape[-1], dtype=query.dtype)
-        valid = torch.zeros(len(inputs), longest, dtype=torch.bool)
-        for row, layer_inputs in enumerate(inputs):
-            document[row, :, :layer_inputs.shape[1]] = layer_inputs.to(query.dtype)
-            valid[row, :layer_inputs.shape[1]] = True
-        hidden = query.expand(len(inputs), -1, -1)
+        split-layer keys and values: ``[documents, query tokens, hidden]``."""
+        longest = max(kv.shape[1] for kv in keys_values)
+        # attention reads them in autocast's type: built in it at once (the same numbers as by way of
+        # float32, one copy fewer), projection first so that each one's slice is contiguous
+        dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else query.dtype
+        document = torch.zeros(2 * self.layout.local_layers, len(keys_values), longest, query.shape[-1], dtype=dtype)
+        valid = torch.zeros(len(keys_values), longest, dtype=torch.bool)
+        for row, stored in enumerate(keys_values):
+            document[:, row, :stored.shape[1]] = stored
+            valid[row, :stored.shape[1]] = True
+        hidden = query.expand(len(keys_values), -1, -1)
         for number, layer in enumerate(self.encoder.encoder.layer[:self.layout.local_layers]):
-            hidden = self._query_rows(layer, hidden, document[:, number], valid)
+            hidden = self._query_rows(layer, hidden, document[2 * number], document[2 * number + 1], valid)
         return hidden
 
     def upper_scores(self, query: torch.Tensor, documents: list[torch.Tensor],
-                     layer_inputs: list[torch.Tensor] | None = None) -> torch.Tensor:
+                     keys_values: list[torch.Tensor] | None = None) -> torch.Tensor:
         """Scores from the query's and each document's split-layer states, through the joint layers.
-        When the query reads the document, ``query`` is its embedding and ``layer_inputs`` holds each
-        document's split-layer inputs."""
+        When the query reads the document, ``query`` is its embedding and ``keys_values`` holds each
+        document's split-layer keys and values."""
         if self.layout.query_reads_document:
-            if layer_inputs is None:
+            if keys_values is None:
                 raise RankstackError("this split model's query reads the document: pass each document's "
-                                     "split-layer inputs (document_entries_of gives them)")
-            queries = self._query_read_documents(query, layer_inputs)
+                                     "split-layer keys and values (document_entries_of gives them)")
+            queries = self._query_read_documents(query, keys_values)
         else:
             queries = query.expand(len(documents), -1, -1)
         query_length = query.shape[0]
@@ -296,7 +308,7 @@ class SplitCrossEncoder(torch.nn.Module):
         hidden[:, :query_length] = queries
         for row, states in enumerate(documents):
             end = query_length + states.shape[0]
-            hidden[row, query_length:end] = states.to(query.dtype)
+            hidden[row, query_length:end] = states
             valid[row, :end] = True
             token_types[row, query_length:end] = 1
         hidden = self._layers(hidden, valid[:, None, None, :], self.encoder.encoder.layer[self.layout.local_layers:])
@@ -354,8 +366,8 @@ class SplitCrossEncoder(torch.nn.Module):
         scores: list[float] = []
         for start in range(0, len(entries), batch_size):
             chunk = entries[start:start + batch_size]
-            inputs = [e.layer_inputs for e in chunk] if self.layout.query_reads_document else None
-            scores.extend(self.upper_scores(query, [e.states for e in chunk], inputs).tolist())  # type: ignore[arg-type]
+            stored = [e.keys_values for e in chunk] if self.layout.query_reads_document else None
+            scores.extend(self.upper_scores(query, [e.states for e in chunk], stored).tolist())  # type: ignore[arg-type]
         return scores
 
     def predict(self, pairs: list[tuple[str, str]], batch_size: int = 32, **_: Any) -> Any:
@@ -482,9 +494,9 @@ class DocumentStateCache:
         for start in range(0, len(keys), batch_size):
             chunk = keys[start:start + batch_size]
             ids, cut = model.fit_documents([texts[k] for k in chunk])
-            for k, (states, inputs), was_cut in zip(chunk, model.document_entries_of(ids), cut, strict=True):
+            for k, (states, stored), was_cut in zip(chunk, model.document_entries_of(ids), cut, strict=True):
                 into[k] = DocumentEntry(states.to(torch.float16, copy=True), was_cut,
-                                        None if inputs is None else inputs.to(torch.float16, copy=True))
+                                        None if stored is None else stored.to(_stored_type(stored), copy=True))
             with self.lock:
                 self.computed += len(chunk)
 
@@ -500,18 +512,19 @@ class DocumentStateCache:
         with self.lock:
             entries = [(k, e) for k, e in self._states.items() if keys is None or k in keys]
         hidden = entries[0][1].states.shape[-1] if entries else 0
-        inputs = [e.layer_inputs for _, e in entries if e.layer_inputs is not None]
+        inputs = [e.keys_values for _, e in entries if e.keys_values is not None]
         arrays = {
             "keys": np.frombuffer(b"".join(k for k, _ in entries), dtype=np.uint8).reshape(-1, 16),
             "lengths": np.array([e.states.shape[0] for _, e in entries], dtype=np.int64),
             "cut": np.array([e.cut for _, e in entries], dtype=bool),
             "states": (torch.cat([e.states for _, e in entries]).numpy() if entries
                        else np.zeros((0, hidden), dtype=np.float16)),
-            # split-layer inputs (a query that reads the document): layers x tokens per entry, 0 x 0 if none
-            "input_shapes": np.array([e.layer_inputs.shape[:2] if e.layer_inputs is not None else (0, 0)
+            # split-layer keys and values (a query that reads the document): 2 x layers by tokens per entry
+            "input_shapes": np.array([e.keys_values.shape[:2] if e.keys_values is not None else (0, 0)
                                       for _, e in entries], dtype=np.int64).reshape(-1, 2),
-            "inputs": (torch.cat([i.reshape(-1, hidden) for i in inputs]).numpy() if inputs
-                       else np.zeros((0, hidden), dtype=np.float16)),
+            "inputs": (torch.cat([i.reshape(-1, hidden) for i in inputs]).view(torch.int16).numpy() if inputs
+                       else np.zeros((0, hidden), dtype=np.int16)),  # bit patterns: numpy has no bfloat16
+            "inputs_bf16": np.array(bool(inputs) and inputs[0].dtype == torch.bfloat16),
         }
         path.parent.mkdir(parents=True, exist_ok=True)
         handle, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
@@ -535,11 +548,11 @@ class DocumentStateCache:
         try:
             with np.load(path) as saved:
                 keys, lengths, cut, states = saved["keys"], saved["lengths"], saved["cut"], saved["states"]
-                shapes, inputs = saved["input_shapes"], saved["inputs"]
+                shapes, inputs, bf16 = saved["input_shapes"], saved["inputs"], bool(saved["inputs_bf16"])
             if not len(keys) == len(lengths) == len(cut) == len(shapes) or int(lengths.sum()) != len(states) \
                     or int(shapes.prod(axis=1).sum()) != len(inputs):
                 raise ValueError("its arrays disagree in length")
-            if keys.ndim != 2 or keys.shape[1] != 16 or states.dtype != np.float16 or inputs.dtype != np.float16:
+            if keys.ndim != 2 or keys.shape[1] != 16 or states.dtype != np.float16 or inputs.dtype != np.int16:
                 raise ValueError("it is not a states file of this version")
         except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as error:
             logger.warning("ignoring stored document states %s (%s); they will be computed and saved again",
@@ -550,17 +563,18 @@ class DocumentStateCache:
         with self.lock:
             for row in range(len(keys)):
                 layers, tokens = (int(n) for n in shapes[row])
-                layer_inputs = (torch.from_numpy(inputs[input_offsets[row]:input_offsets[row + 1]].copy())
-                                .view(layers, tokens, -1) if layers else None)
+                keys_values = (torch.from_numpy(inputs[input_offsets[row]:input_offsets[row + 1]].copy())
+                               .view(torch.bfloat16 if bf16 else torch.float16).view(layers, tokens, -1)
+                               if layers else None)
                 entry = DocumentEntry(torch.from_numpy(states[offsets[row]:offsets[row + 1]].copy()), bool(cut[row]),
-                                      layer_inputs)
+                                      keys_values)
                 self._remember(keys[row].tobytes(), entry)
         return len(keys)
 
     @staticmethod
     def size(entry: DocumentEntry) -> int:
         """Bytes an entry holds."""
-        inputs = entry.layer_inputs
+        inputs = entry.keys_values
         return entry.states.numel() * entry.states.element_size() + (
             0 if inputs is None else inputs.numel() * inputs.element_size())
 
@@ -576,6 +590,12 @@ class DocumentStateCache:
         while self.bytes > self.max_bytes:
             _, dropped = self._states.popitem(last=False)
             self.bytes -= self.size(dropped)
+
+
+def _stored_type(keys_values: torch.Tensor) -> torch.dtype:
+    """Keys and values computed in bfloat16 (autocast) are kept so: lossless, and attention reads them
+    without a conversion per query; others in float16, like the states."""
+    return torch.bfloat16 if keys_values.dtype == torch.bfloat16 else torch.float16
 
 
 _SHARED_CACHES: weakref.WeakValueDictionary[str, DocumentStateCache] = weakref.WeakValueDictionary()
