@@ -19,7 +19,7 @@ from rankstack.stages import parse_pipeline  # noqa: E402
 from rankstack.stages.rerank import CrossEncoderReranker  # noqa: E402
 from rankstack.train.bi_encoder import train_bi_encoder  # noqa: E402
 from rankstack.train.cross_encoder import train_cross_encoder  # noqa: E402
-from rankstack.train.data import mine_examples, pseudo_query_lists  # noqa: E402
+from rankstack.train.data import dev_queries, mine_examples, pseudo_query_lists  # noqa: E402
 
 
 def test_mining_reports_unknown_ids_and_uses_unjudged_negatives(tiny_beir: Path, tiny_index: Index) -> None:
@@ -28,6 +28,14 @@ def test_mining_reports_unknown_ids_and_uses_unjudged_negatives(tiny_beir: Path,
     data = mine_examples(BeirDataset.open(tiny_beir), tiny_index, "test", dev_fraction=0.0)
     assert data.skipped["qrels_unknown_query"] == 1 and data.skipped["qrels_unknown_document"] == 1
     assert data.triples and all(positive != negative for _, positive, negative in data.triples)
+
+
+def test_dev_queries_are_the_ones_mining_holds_out(tiny_beir: Path, tiny_index: Index) -> None:
+    dataset = BeirDataset.open(tiny_beir)
+    for fraction, seed in [(0.5, 1), (0.5, 2), (0.0, 1)]:
+        held_out = mine_examples(dataset, tiny_index, "test", dev_fraction=fraction, seed=seed).dev_queries
+        assert dev_queries(dataset, tiny_index, "test", dev_fraction=fraction, seed=seed) == held_out
+    assert dev_queries(dataset, tiny_index, "test", dev_fraction=0.5, seed=1)  # not empty at half
 
 
 def test_pseudo_query_lists_put_the_source_document_first(tiny_index: Index) -> None:

@@ -38,12 +38,16 @@ class TrainingData:
         return len(self.examples[0][2]) if self.examples else 0
 
 
-def mine_examples(dataset: BeirDataset, index: Any, split: str = "train", miner: str = "bm25%30",
-                  negatives_per_positive: int = 1, dev_fraction: float = 0.1, seed: int = 42) -> TrainingData:
-    """One (query, positive, hard negatives) example per judged positive; negatives are the miner's
-    highest-ranked documents that are not judged at all (judged non-relevant ones are fine negatives too,
-    but a judged document is never a false negative). Successive positives of a query take successive
-    negatives. A seeded fraction of the queries is held out as a dev set for model selection."""
+@dataclass
+class _Judgements:
+    queries: dict[str, Query]
+    positives: dict[str, list[str]]  # query id -> judged relevant documents
+    judged: dict[str, set[str]]  # query id -> every judged document
+    skipped: dict[str, int]
+
+
+def _judgements(dataset: BeirDataset, index: Any, split: str) -> _Judgements:
+    """The split's qrels for known queries and documents; rows naming others are counted and skipped."""
     qrels = dataset.qrels(split)
     queries = {q.query_id: q for q in dataset.queries()}
     known_docs = index.view().doc_positions
@@ -66,10 +70,34 @@ def mine_examples(dataset: BeirDataset, index: Any, split: str = "train", miner:
     if not positives:
         raise EmptyInputError(f"the '{split}' qrels of {dataset.root} have no positive judgements for known queries "
                               f"and documents; nothing to train on")
-    query_ids = sorted(positives)
+    return _Judgements(queries, positives, judged, skipped)
+
+
+def _held_out(judgements: _Judgements, dev_fraction: float, seed: int) -> tuple[set[str], list[str]]:
+    """A seeded fraction of the queries with positives for dev, the rest for training."""
+    query_ids = sorted(judgements.positives)
     random.Random(seed).shuffle(query_ids)
     dev_count = int(len(query_ids) * dev_fraction)
-    dev_ids, train_ids = set(query_ids[:dev_count]), query_ids[dev_count:]
+    return set(query_ids[:dev_count]), query_ids[dev_count:]
+
+
+def dev_queries(dataset: BeirDataset, index: Any, split: str = "train", dev_fraction: float = 0.1,
+                seed: int = 42) -> list[Query]:
+    """The queries ``mine_examples`` holds out with the same arguments, without mining anything."""
+    judgements = _judgements(dataset, index, split)
+    return [judgements.queries[q] for q in sorted(_held_out(judgements, dev_fraction, seed)[0])]
+
+
+def mine_examples(dataset: BeirDataset, index: Any, split: str = "train", miner: str = "bm25%30",
+                  negatives_per_positive: int = 1, dev_fraction: float = 0.1, seed: int = 42) -> TrainingData:
+    """One (query, positive, hard negatives) example per judged positive; negatives are the miner's
+    highest-ranked documents that are not judged at all (judged non-relevant ones are fine negatives too,
+    but a judged document is never a false negative). Successive positives of a query take successive
+    negatives. A seeded fraction of the queries is held out as a dev set for model selection."""
+    judgements = _judgements(dataset, index, split)
+    queries, positives, judged, skipped = (judgements.queries, judgements.positives, judgements.judged,
+                                           judgements.skipped)
+    dev_ids, train_ids = _held_out(judgements, dev_fraction, seed)
     train_queries = [queries[q] for q in sorted(train_ids)]
     mined = parse_pipeline(miner, index).transform(train_queries, context=SearchContext(ignore_identical_ids=True))
     docs = index.view().get_docs(sorted({d for q in train_queries for d in positives[q.query_id]} |

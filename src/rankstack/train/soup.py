@@ -80,13 +80,13 @@ def average_split_models(models: list[str], output: str | Path, dataset_dir: str
 def _dev_ndcg(model: SplitCrossEncoder, trained: dict[str, Any], dataset_dir: str | Path, index: Any) -> Any:
     from rankstack.io import BeirDataset
     from rankstack.train.cross_encoder import dev_reranking
-    from rankstack.train.data import dev_qrels, mine_examples
+    from rankstack.train.data import dev_qrels, dev_queries
 
     if index is None:
         raise RankstackError("scoring a soup on dev needs the collection's index as well as its directory")
     split, miner = trained.get("split", "train"), trained.get("miner", "bm25%30")
     seed = (trained.get("parameters") or {}).get("seed", 42)
     dataset = BeirDataset.open(dataset_dir)
-    data = mine_examples(dataset, index, split, miner, dev_fraction=0.1, seed=seed)
-    ndcg = dev_reranking(index, data.dev_queries, dev_qrels(dataset, split, data.dev_queries), miner)
-    return {"soup": ndcg(model.eval()), "first_stage": miner, "dev_queries": len(data.dev_queries)}
+    dev = dev_queries(dataset, index, split, dev_fraction=0.1, seed=seed)  # the ingredients' held-out queries
+    ndcg = dev_reranking(index, dev, dev_qrels(dataset, split, dev), miner)
+    return {"soup": ndcg(model.eval()), "first_stage": miner, "dev_queries": len(dev)}
