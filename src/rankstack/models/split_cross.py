@@ -512,7 +512,7 @@ class DocumentStateCache:
         with self.lock:
             entries = [(k, e) for k, e in self._states.items() if keys is None or k in keys]
         hidden = entries[0][1].states.shape[-1] if entries else 0
-        inputs = [e.keys_values for _, e in entries if e.keys_values is not None]
+        projected = [e.keys_values for _, e in entries if e.keys_values is not None]
         arrays = {
             "keys": np.frombuffer(b"".join(k for k, _ in entries), dtype=np.uint8).reshape(-1, 16),
             "lengths": np.array([e.states.shape[0] for _, e in entries], dtype=np.int64),
@@ -520,11 +520,11 @@ class DocumentStateCache:
             "states": (torch.cat([e.states for _, e in entries]).numpy() if entries
                        else np.zeros((0, hidden), dtype=np.float16)),
             # split-layer keys and values (a query that reads the document): 2 x layers by tokens per entry
-            "input_shapes": np.array([e.keys_values.shape[:2] if e.keys_values is not None else (0, 0)
+            "keys_values_shapes": np.array([e.keys_values.shape[:2] if e.keys_values is not None else (0, 0)
                                       for _, e in entries], dtype=np.int64).reshape(-1, 2),
-            "inputs": (torch.cat([i.reshape(-1, hidden) for i in inputs]).view(torch.int16).numpy() if inputs
-                       else np.zeros((0, hidden), dtype=np.int16)),  # bit patterns: numpy has no bfloat16
-            "inputs_bf16": np.array(bool(inputs) and inputs[0].dtype == torch.bfloat16),
+            "keys_values": (torch.cat([kv.reshape(-1, hidden) for kv in projected]).view(torch.int16).numpy()
+                            if projected else np.zeros((0, hidden), dtype=np.int16)),  # bits: numpy has no bfloat16
+            "keys_values_bf16": np.array(bool(projected) and projected[0].dtype == torch.bfloat16),
         }
         path.parent.mkdir(parents=True, exist_ok=True)
         handle, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
@@ -548,22 +548,23 @@ class DocumentStateCache:
         try:
             with np.load(path) as saved:
                 keys, lengths, cut, states = saved["keys"], saved["lengths"], saved["cut"], saved["states"]
-                shapes, inputs, bf16 = saved["input_shapes"], saved["inputs"], bool(saved["inputs_bf16"])
+                shapes, projected = saved["keys_values_shapes"], saved["keys_values"]
+                bf16 = bool(saved["keys_values_bf16"])
             if not len(keys) == len(lengths) == len(cut) == len(shapes) or int(lengths.sum()) != len(states) \
-                    or int(shapes.prod(axis=1).sum()) != len(inputs):
+                    or int(shapes.prod(axis=1).sum()) != len(projected):
                 raise ValueError("its arrays disagree in length")
-            if keys.ndim != 2 or keys.shape[1] != 16 or states.dtype != np.float16 or inputs.dtype != np.int16:
+            if keys.ndim != 2 or keys.shape[1] != 16 or states.dtype != np.float16 or projected.dtype != np.int16:
                 raise ValueError("it is not a states file of this version")
         except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as error:
             logger.warning("ignoring stored document states %s (%s); they will be computed and saved again",
                            path, error)
             return 0
         offsets = np.concatenate([[0], np.cumsum(lengths)])
-        input_offsets = np.concatenate([[0], np.cumsum(shapes.prod(axis=1))])
+        projected_offsets = np.concatenate([[0], np.cumsum(shapes.prod(axis=1))])
         with self.lock:
             for row in range(len(keys)):
                 layers, tokens = (int(n) for n in shapes[row])
-                keys_values = (torch.from_numpy(inputs[input_offsets[row]:input_offsets[row + 1]].copy())
+                keys_values = (torch.from_numpy(projected[projected_offsets[row]:projected_offsets[row + 1]].copy())
                                .view(torch.bfloat16 if bf16 else torch.float16).view(layers, tokens, -1)
                                if layers else None)
                 entry = DocumentEntry(torch.from_numpy(states[offsets[row]:offsets[row + 1]].copy()), bool(cut[row]),
@@ -574,9 +575,9 @@ class DocumentStateCache:
     @staticmethod
     def size(entry: DocumentEntry) -> int:
         """Bytes an entry holds."""
-        inputs = entry.keys_values
+        projected = entry.keys_values
         return entry.states.numel() * entry.states.element_size() + (
-            0 if inputs is None else inputs.numel() * inputs.element_size())
+            0 if projected is None else projected.numel() * projected.element_size())
 
     def _remember(self, key: bytes, entry: DocumentEntry) -> None:
         if key in self._states:
