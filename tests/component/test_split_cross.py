@@ -305,6 +305,7 @@ def test_split_training_saves_a_model_the_stage_reranks_with(teacher: Path, tiny
                                                                          "layers": 6}
     assert SplitCrossEncoder.load(str(output)).layout.prune is prune
     assert card["parameters"]["steps"] == 4 and not list(tmp_path.glob(".split.*"))
+    assert card["parameters"]["dev_fraction"] == 0.0  # a soup of it finds the same dev queries
     lazy = parse_pipeline(f"bm25%5>>cross_encoder(model={output},precision=fp32)", tiny_index)
     lazy_hits = lazy.search("parrot feathers")  # documents read on first sight, in this query's batches
     del lazy

@@ -40,24 +40,28 @@ def average_split_models(models: list[str], output: str | Path, dataset_dir: str
         if not is_split_cross_encoder(location):
             raise RankstackError(f"{location} is not a split cross-encoder (rankstack train split writes one); "
                                  f"only split models of one layout can be averaged")
-    loaded = [SplitCrossEncoder.load(location) for location in locations]
-    first = loaded[0]
-    for location, model in zip(locations[1:], loaded[1:], strict=True):
+    # a running sum: the first model, the sum and one other are held at a time, however many are averaged
+    first = SplitCrossEncoder.load(locations[0])
+    reference = first.state_dict()
+    total = {key: value.double() for key, value in reference.items() if value.is_floating_point()}
+    for location in locations[1:]:
+        model = SplitCrossEncoder.load(location)
         if model.layout != first.layout:
             raise RankstackError(f"{location} was split as {asdict(model.layout)}, {locations[0]} as "
                                  f"{asdict(first.layout)}; average models of one layout only")
         if model.tokenizer.get_vocab() != first.tokenizer.get_vocab():
             raise RankstackError(f"{location} and {locations[0]} have different tokenizers; average models "
                                  f"split from one teacher only")
-    states = [model.state_dict() for model in loaded]
-    for location, state in zip(locations[1:], states[1:], strict=True):
-        different = [k for k in states[0] if k not in state or state[k].shape != states[0][k].shape]
-        if different or state.keys() != states[0].keys():
+        state = model.state_dict()
+        different = [k for k in reference if k not in state or state[k].shape != reference[k].shape]
+        if different or state.keys() != reference.keys():
             raise RankstackError(f"{location} and {locations[0]} differ in shape ({', '.join(different[:3])}); "
                                  f"average models split from one teacher only")
-    average = {key: (sum(state[key].double() for state in states) / len(states)).to(value.dtype)
-               if value.is_floating_point() else value for key, value in states[0].items()}
-    first.load_state_dict(average)
+        for key in total:
+            total[key] += state[key].double()
+        del model, state
+    first.load_state_dict({key: (total[key] / len(locations)).to(value.dtype) if key in total else value
+                           for key, value in reference.items()})
     if query_reads_document:
         first.layout = replace(first.layout, query_reads_document=True)
     cards = [_card(location) for location in locations]
@@ -85,8 +89,10 @@ def _dev_ndcg(model: SplitCrossEncoder, trained: dict[str, Any], dataset_dir: st
     if index is None:
         raise RankstackError("scoring a soup on dev needs the collection's index as well as its directory")
     split, miner = trained.get("split", "train"), trained.get("miner", "bm25%30")
-    seed = (trained.get("parameters") or {}).get("seed", 42)
+    parameters = trained.get("parameters") or {}
+    seed = parameters.get("seed", 42)
+    fraction = parameters.get("dev_fraction", 0.1)  # cards before it was recorded: the trainer's default
     dataset = BeirDataset.open(dataset_dir)
-    dev = dev_queries(dataset, index, split, dev_fraction=0.1, seed=seed)  # the ingredients' held-out queries
+    dev = dev_queries(dataset, index, split, dev_fraction=fraction, seed=seed)  # the ingredients' held-out queries
     ndcg = dev_reranking(index, dev, dev_qrels(dataset, split, dev), miner)
     return {"soup": ndcg(model.eval()), "first_stage": miner, "dev_queries": len(dev)}

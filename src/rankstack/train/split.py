@@ -257,6 +257,7 @@ def train_split_cross_encoder(teacher_model: str, dataset_dir: str | Path, outpu
                      "pseudo_query_source": pseudo_query_source}, "miner": miner,
             "parameters": {"epochs": epochs, "list_size": list_size, "learning_rate": learning_rate, "seed": seed,
                            "max_steps": max_steps, "steps": total, "precision": precision,
+                           "dev_fraction": dev_fraction,
                            "loss": "MarginMSE over every pair of each list, on the teacher's scores"
                                    + (f" + {hidden_weight} x relative MSE of token states (last split layer and "
                                       "every joint layer)" if hidden_weight else ""),
