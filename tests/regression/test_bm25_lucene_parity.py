@@ -11,13 +11,15 @@ from tests.conftest import shared_collection
 
 pytestmark = pytest.mark.regression
 
-# Pyserini / Lucene nDCG@10 and the tolerance the core issue set for each collection.
+# Pyserini / Lucene nDCG@10 (k1=0.9, b=0.4). With token-exact analysis (test_lucene_tokens.py) the
+# remaining differences are ties broken in another order and float rounding: 0.001 at most.
 LUCENE_NDCG10 = {
-    "scifact": (0.6789, 0.002),
-    "cranfield": (0.3510, 0.005),
-    "cisi": (0.3635, 0.005),
-    "medline": (0.6651, 0.005),
+    "scifact": 0.6789,
+    "cranfield": 0.3510,
+    "cisi": 0.3635,
+    "medline": 0.6651,
 }
+TOLERANCE = 0.001
 
 
 def _eval_json(args: list[str], monkeypatch, capsys) -> dict:
@@ -34,11 +36,12 @@ def _eval_json(args: list[str], monkeypatch, capsys) -> dict:
 @pytest.mark.parametrize("name", sorted(LUCENE_NDCG10))
 def test_bm25_matches_lucene(name: str, tmp_path: Path, monkeypatch, capsys) -> None:
     dataset = shared_collection(name)
-    expected, tolerance = LUCENE_NDCG10[name]
+    expected = LUCENE_NDCG10[name]
     result = _eval_json([str(dataset), "--pipeline", "bm25", "--metrics", "nDCG@10",
                          "--index", str(tmp_path / "index")], monkeypatch, capsys)
     measured = result["systems"][0]["metrics"]["nDCG@10"]
-    assert abs(measured - expected) <= tolerance, f"{name}: nDCG@10 {measured:.4f}, Lucene {expected}"
+    print(f"\n{name}: nDCG@10 {measured:.4f}, Lucene {expected:.4f}, difference {measured - expected:+.4f}")
+    assert abs(measured - expected) <= TOLERANCE, f"{name}: nDCG@10 {measured:.4f}, Lucene {expected}"
 
 
 def test_trec_dl_2019_run_file_matches_trec_eval(monkeypatch, capsys) -> None:

@@ -13,6 +13,7 @@ from rankstack.errors import (
     IndexNotFoundError,
 )
 from rankstack.index import Index, build_index
+from rankstack.text.analyzer import ANALYZER_VERSION
 from rankstack.types import Doc
 
 
@@ -41,6 +42,36 @@ def test_newer_format_is_refused(tiny_index: Index) -> None:
     path.write_text(json.dumps(manifest))
     with pytest.raises(IndexFormatError, match="format 99.*pip install -U rankstack"):
         Index.open(tiny_index.path)
+
+
+def _set_analyzer_version(index_path: Path, version: int | None) -> None:
+    path = index_path / "manifest.json"
+    manifest = json.loads(path.read_text())
+    if version is None:
+        manifest["analyzer"].pop("version")  # as written before the analyzer had versions
+    else:
+        manifest["analyzer"]["version"] = version
+    path.write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize("version", [None, 1, 99])
+def test_index_of_another_analyzer_version_is_refused(tiny_index: Index, version: int | None) -> None:
+    assert tiny_index.manifest["analyzer"]["version"] == ANALYZER_VERSION
+    _set_analyzer_version(tiny_index.path, version)
+    with pytest.raises(IndexFormatError, match=rf"analyzer version {version or 1}.*--overwrite"):
+        Index.open(tiny_index.path)
+
+
+def test_cached_index_of_an_old_analyzer_is_rebuilt(tiny_beir: Path, tmp_path: Path) -> None:
+    from rankstack.index.cache import open_or_build
+
+    index, built = open_or_build(tiny_beir, tmp_path / "cached")
+    assert built
+    index.close()
+    _set_analyzer_version(tmp_path / "cached", None)
+    index, built = open_or_build(tiny_beir, tmp_path / "cached")
+    assert built and index.manifest["analyzer"]["version"] == ANALYZER_VERSION
+    index.close()
 
 
 def test_checksum_mismatch_names_the_file(tiny_index: Index) -> None:

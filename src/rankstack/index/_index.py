@@ -15,12 +15,30 @@ from typing import Any
 import bm25s
 import numpy as np
 
+from rankstack.errors import IndexFormatError
 from rankstack.index.dense import DenseVectors
 from rankstack.index.docstore import DocStore
 from rankstack.index.manifest import read_manifest
 from rankstack.index.sparse import SparseIndex
-from rankstack.text.analyzer import LuceneEnglishAnalyzer
+from rankstack.text.analyzer import ANALYZER_VERSION, LuceneEnglishAnalyzer
 from rankstack.types import Doc
+
+
+def _analyzer_of(path: Path, manifest: dict[str, Any]) -> LuceneEnglishAnalyzer:
+    """The analyzer an index was built with; an index from another analyzer version is refused.
+
+    The analyzer is part of the index format: terms written by one version are not the terms another
+    version makes of a query, so such an index would return quietly different results.
+    """
+    config = manifest["analyzer"]
+    version = config.get("version", 1)
+    if version != ANALYZER_VERSION:
+        raise IndexFormatError(
+            f"{path} was built with analyzer version {version}, but this rankstack analyzes text with "
+            f"version {ANALYZER_VERSION} (token-exact Lucene EnglishAnalyzer); its terms would not match "
+            f"queries. Rebuild it: rankstack index CORPUS -o {path} --overwrite "
+            "(rankstack eval rebuilds the indexes it keeps in its own cache by itself)")
+    return LuceneEnglishAnalyzer(stem=config.get("stem") == "porter", stop_words=frozenset(config["stop_words"]))
 
 
 class Segment:
@@ -32,8 +50,7 @@ class Segment:
         self.docstore = DocStore(path / "docs.sqlite")
         # Identifies this generation of the directory: a compaction swaps in a new manifest file.
         self.manifest_inode = (path / "manifest.json").stat().st_ino
-        self.analyzer = LuceneEnglishAnalyzer(stem=manifest["analyzer"].get("stem") == "porter",
-                                              stop_words=frozenset(manifest["analyzer"]["stop_words"]))
+        self.analyzer = _analyzer_of(path, manifest)
         self._retrievers: dict[tuple[float, float], bm25s.BM25] = {}
         self._dense: dict[str, DenseVectors] = {}
         self._lock = Lock()

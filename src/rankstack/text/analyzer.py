@@ -1,37 +1,30 @@
-"""A Python reproduction of Lucene's English analyzer as Pyserini/Anserini configure it.
+"""Lucene 9's English analyzer, token for token, as Pyserini/Anserini configure it.
 
-Anserini's ``DefaultEnglishAnalyzer``: StandardTokenizer (Unicode UAX#29 word boundaries)
--> EnglishPossessiveFilter -> LowerCaseFilter -> StopFilter (Lucene's 33 English stop words)
--> PorterStemFilter. Matching each step keeps our BM25 scores equal to Lucene's.
+StandardTokenizer (Unicode UAX#29 word boundaries, rankstack.text.tokenizer) -> EnglishPossessiveFilter
+-> LowerCaseFilter -> StopFilter (Lucene's 33 English stop words) -> PorterStemFilter (Lucene's
+PorterStemmer, rankstack.text.porter). Matching each step keeps our BM25 scores equal to Lucene's.
 """
 
 from __future__ import annotations
 
-import re
 from typing import Protocol
 
-import Stemmer  # PyStemmer: Snowball's "porter" is Martin Porter's original algorithm, as in Lucene
+from rankstack.text.porter import PorterStemmer
+from rankstack.text.tokenizer import standard_tokens
 
 # org.apache.lucene.analysis.en.EnglishAnalyzer.ENGLISH_STOP_WORDS_SET
 LUCENE_ENGLISH_STOP_WORDS = frozenset(
     "a an and are as at be but by for if in into is it no not of on or such that the their then "
     "there these they this to was will with".split()
 )
-
-# StandardTokenizer approximated for the scripts our collections use:
-# - letters and digits (and "_", UAX#29 ExtendNumLet) form words; letters and digits join (WB9/10);
-# - a single MidLetter/MidNumLet char (. : ' ’) between two letters keeps them together (WB6/7): "e.g", "don't";
-# - a single MidNum/MidNumLet char (. , ; ' ’) between two digits keeps them together (WB11/12): "3.14", "1,000";
-# - each ideograph / kana character is a token of its own, as StandardTokenizer emits them.
-_LETTER = r"[^\W\d_]"
-_IDEOGRAPHIC = r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]"
-_WORD_CHAR = rf"(?:(?!{_IDEOGRAPHIC})\w)"
-_TOKEN_PATTERN = re.compile(
-    rf"{_IDEOGRAPHIC}"
-    rf"|{_WORD_CHAR}+(?:(?:(?<={_LETTER})[.:'\u2019](?={_LETTER})|(?<=\d)[.,;'\u2019](?=\d)){_WORD_CHAR}+)*"
-)
-_MAX_TOKEN_LENGTH = 255  # StandardTokenizer's default maxTokenLength
+# Bumped whenever the analyzer's output changes: an index records the version it was built with, and
+# one built by another version is refused (its terms would not match the queries' terms).
+ANALYZER_VERSION = 2
 _POSSESSIVE_SUFFIXES = ("'s", "\u2019s", "\uff07s")  # matched after lower-casing
+# Lucene lower-cases each character on its own (Java's Character.toLowerCase); Python's str.lower
+# differs only where Unicode's full mapping does: dotted capital I (to "i" plus a combining dot) and
+# capital sigma (to final sigma at a word's end).
+_SIMPLE_LOWER_FIXES = str.maketrans({"\u0130": "i", "\u03a3": "\u03c3"})
 
 
 class Analyzer(Protocol):
@@ -54,28 +47,28 @@ class LuceneEnglishAnalyzer:
     def __init__(self, stem: bool = True, stop_words: frozenset[str] = LUCENE_ENGLISH_STOP_WORDS) -> None:
         self.stem = stem
         self.stop_words = stop_words
-        self._stemmer = Stemmer.Stemmer("porter") if stem else None
+        self._stemmer = PorterStemmer() if stem else None
 
     def tokenize(self, text: str) -> list[str]:
         """StandardTokenizer + EnglishPossessiveFilter + LowerCaseFilter + StopFilter."""
-        # Lower-casing before splitting gives the same tokens (the word-break rules ignore case) and
-        # lets one C-level call replace a per-token Python call.
-        tokens = _TOKEN_PATTERN.findall(text.lower())
-        if tokens and max(map(len, tokens)) > _MAX_TOKEN_LENGTH:
-            # Lucene splits over-long tokens at maxTokenLength rather than dropping them.
-            tokens = [t[i:i + _MAX_TOKEN_LENGTH] for t in tokens for i in range(0, len(t), _MAX_TOKEN_LENGTH)]
+        # Lower-casing before splitting gives the same tokens (lower-casing keeps every character's
+        # word-break class; tests/unit/test_analyzer.py checks it) and makes one C-level call of many.
+        if "\u0130" in text or "\u03a3" in text:
+            text = text.translate(_SIMPLE_LOWER_FIXES)
+        text = text.lower()
+        tokens = standard_tokens(text)
         stop_words = self.stop_words
-        return [
-            term for term in (t[:-2] if t.endswith(_POSSESSIVE_SUFFIXES) else t for t in tokens)
-            if term and term not in stop_words
-        ]
+        if "'" in text or "\u2019" in text or "\uff07" in text:  # EnglishPossessiveFilter
+            tokens = [t[:-2] if t.endswith(_POSSESSIVE_SUFFIXES) else t for t in tokens]
+            return [term for term in tokens if term and term not in stop_words]
+        return [term for term in tokens if term not in stop_words]
 
     def analyze(self, text: str) -> list[str]:
         terms = self.tokenize(text)
         if self._stemmer is None:
             return terms
-        return self._stemmer.stemWords(terms)
+        return self._stemmer.stem_words(terms)
 
     def config(self) -> dict[str, object]:
-        return {"name": self.name, "stem": "porter" if self.stem else None,
+        return {"name": self.name, "version": ANALYZER_VERSION, "stem": "porter" if self.stem else None,
                 "stop_words": sorted(self.stop_words)}
