@@ -15,8 +15,8 @@ from rich.markup import escape
 
 from rankstack import __version__
 from rankstack._console import ProgressBars, progress_bar, stderr, stdout
-from rankstack.errors import EmptyInputError, RankstackError, exit_code_for
-from rankstack.types import Run
+from rankstack.errors import DiskFullError, EmptyInputError, RankstackError, exit_code_for
+from rankstack.types import Doc, Run
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Multi-stage text ranking: index, search, run and evaluate pipelines.")
@@ -280,15 +280,20 @@ def add(
 
     added = 0
     with IndexWriter(Index.open(index_dir)) as writer, progress_bar(f"adding {corpus.name}") as advance:
-        batch = []
-        for doc in read_corpus(corpus):
-            batch.append(doc)
-            if len(batch) >= batch_size:
-                added += writer.add(batch)
-                advance(len(batch))
-                batch = []
-        added += writer.add(batch)
-        advance(len(batch))
+        batch: list[Doc] = []
+        try:
+            for doc in read_corpus(corpus):
+                batch.append(doc)
+                if len(batch) >= batch_size:
+                    added += writer.add(batch)
+                    advance(len(batch))
+                    batch = []
+            added += writer.add(batch)
+            advance(len(batch))
+        except DiskFullError as error:
+            raise DiskFullError(f"{error} ({added:,} documents of {corpus} were added before and are kept; "
+                                f"rerun the command to add the rest: documents with the same id are replaced)"
+                                ) from None
     stderr.print(f"added {added:,} documents to {index_dir}; rankstack compact folds them into the index files")
 
 
@@ -319,6 +324,23 @@ def compact(index_dir: Annotated[Path, typer.Argument(help="Index directory.")])
     with IndexWriter(Index.open(index_dir)) as writer, progress_bar("compacting") as advance:
         writer.compact(progress=advance)
     stderr.print(f"compacted {index_dir} in {time.perf_counter() - started:.1f} s")
+
+
+@app.command()
+def repair(index_dir: Annotated[Path, typer.Argument(help="Index directory.")]) -> None:
+    """Repair a damaged change log: keep every intact change, report what is lost."""
+    from rankstack.index.live import repair as repair_index
+
+    report = repair_index(index_dir)
+    if report.backup is None:
+        stderr.print(f"{index_dir}: the change log is intact ({report.kept:,} changes); nothing to repair")
+        return
+    stderr.print(f"kept {report.kept:,} intact changes ({report.salvaged_after_damage:,} of them after the damage); "
+                 f"saved the damaged log as {report.backup}")
+    for line in report.lost_lines:
+        stderr.print(f"[yellow]lost:[/] the change at {escape(line)}")
+    if report.torn_tail_bytes:
+        stderr.print(f"dropped an incomplete last write of {report.torn_tail_bytes} bytes (never acknowledged)")
 
 
 train_app = typer.Typer(no_args_is_help=True, help="Fine-tune rankers on a collection's relevance judgements.")

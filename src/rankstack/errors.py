@@ -54,6 +54,24 @@ class IndexCorruptError(IndexLoadError):
     """A file of the index does not match the checksum in its manifest, or is missing."""
 
 
+class ChangeLogDamagedError(IndexCorruptError):
+    """The live change log holds a damaged record before its end (not a torn last write).
+
+    Records after the damage may be intact, so trimming there would drop acknowledged writes; the index
+    refuses to open until ``rankstack repair`` keeps what can be proven good and reports what is lost.
+    """
+
+
+class WriterLockedError(RankstackError):
+    """Another writer (a compaction, another process) holds the index; retry shortly."""
+
+    retry_after_seconds = 1
+
+
+class DiskFullError(RankstackError):
+    """The disk filled while writing; the message says what was kept."""
+
+
 class PipelineError(RankstackError):
     """A pipeline string or stage configuration is invalid."""
 
@@ -98,6 +116,8 @@ class MissingExtraError(RankstackError):
 EXIT_CODES: list[tuple[type[RankstackError], int]] = [
     (MissingExtraError, 3),
     (IndexLoadError, 4),
+    (DiskFullError, 7),
+    (WriterLockedError, 8),
     (PipelineError, 5),
     (MeasureError, 5),
     (DataFormatError, 6),
@@ -121,6 +141,8 @@ HTTP_STATUSES: list[tuple[type[RankstackError], int]] = [
     (RequestLimitError, 422),
     (EmptyInputError, 422),
     (MissingExtraError, 501),
+    (WriterLockedError, 409),
+    (DiskFullError, 507),
     (IndexLoadError, 503),
     (PipelineError, 400),
     (MeasureError, 400),

@@ -7,10 +7,11 @@ snapshots with :meth:`Index.view`.
 
 from __future__ import annotations
 
+import os
 from functools import cached_property
 from pathlib import Path
 from threading import Lock
-from typing import Any
+from typing import Any, BinaryIO
 
 import bm25s
 import numpy as np
@@ -49,7 +50,9 @@ class Segment:
         self.manifest = manifest
         self.docstore = DocStore(path / "docs.sqlite")
         # Identifies this generation of the directory: a compaction swaps in a new manifest file.
-        self.manifest_inode = (path / "manifest.json").stat().st_ino
+        # Held open so that no other file can take its inode while this segment is in use.
+        self._manifest_handle = open(path / "manifest.json", "rb")
+        self.manifest_inode = os.fstat(self._manifest_handle.fileno()).st_ino
         self.analyzer = _analyzer_of(path, manifest)
         self._retrievers: dict[tuple[float, float], bm25s.BM25] = {}
         self._dense: dict[str, DenseVectors] = {}
@@ -175,6 +178,7 @@ class Segment:
 
     def close(self) -> None:
         self.docstore.close()
+        self._manifest_handle.close()
 
 
 class Index:
@@ -189,7 +193,8 @@ class Index:
         self._segment = segment
         self._live: Any = None  # LiveView once changes are logged
         self._log_offset = 0  # bytes of the change log already applied to ``_live``
-        self._log_identity: tuple[int, int] | None = None
+        self._log_seq = 0  # sequence number of the last record applied
+        self._log_handle: BinaryIO | None = None  # held open: a file replacing it has another inode
         self._refresh_lock = Lock()
         self._reopen_lock = Lock()
 
@@ -274,7 +279,13 @@ class Index:
             self._segment = Segment.open(self.path, verify_checksums=False)
             self._live = None
             self._log_offset = 0
-            self._log_identity = None
+            self._log_seq = 0
+            if self._log_handle is not None:
+                self._log_handle.close()
+                self._log_handle = None
 
     def close(self) -> None:
+        if self._log_handle is not None:
+            self._log_handle.close()
+            self._log_handle = None
         self._segment.close()

@@ -26,19 +26,15 @@ from typing import Any
 
 import numpy as np
 
-from rankstack.errors import DataFormatError, EmptyInputError, RankstackError
+from rankstack.errors import DataFormatError, DiskFullError, EmptyInputError, WriterLockedError
 from rankstack.index._index import Index, Segment
-from rankstack.index.changelog import LOG_NAME, ChangeLogWriter, read_log
+from rankstack.index.changelog import LOG_NAME, ChangeLogWriter, RepairReport, read_log, repair_log
 from rankstack.index.dense import DenseVectors
 from rankstack.index.lucene_bm25 import idf, posting_scores
 from rankstack.types import Doc
 
 logger = logging.getLogger(__name__)
 LIVE_DIR = "live"
-
-
-class WriterLockedError(RankstackError):
-    """Another writer holds the index."""
 
 
 @dataclass(frozen=True)
@@ -225,29 +221,56 @@ def _log_path(path: Path) -> Path:
 
 
 def apply_log_tail(index: Index) -> None:
-    """Bring ``index`` up to date with its change log (one stat call when nothing changed)."""
-    try:
-        if (index.path / "manifest.json").stat().st_ino != index.segment.manifest_inode:
-            index.reopen()  # a compaction swapped in a new generation of the directory
-    except FileNotFoundError:
-        pass  # mid-swap on a system without atomic exchange; the next look finds the new one
+    """Bring ``index`` up to date with its change log (three stat calls when nothing changed).
+
+    Changes are noticed without any chance of collision: the index holds its log (and its manifest)
+    open, so a file that replaced either cannot have the same inode; the log itself only grows between
+    replacements, and its records carry sequence numbers that must follow on.
+    """
+    if _generation_changed(index):
+        index.reopen()  # a compaction swapped in a new generation of the directory
     log = _log_path(index.path)
     try:
         status = log.stat()
     except FileNotFoundError:
-        return
-    identity = (status.st_ino, status.st_size)
-    if identity == index._log_identity:
+        status = None
+    handle = index._log_handle
+    if handle is not None and status is not None and os.fstat(handle.fileno()).st_ino == status.st_ino \
+            and status.st_size == index._log_offset:
         return
     with index._refresh_lock:
-        if status.st_size < index._log_offset:  # a new, shorter log: start over
-            index._live, index._log_offset = None, 0
-        new, valid = read_log(log, index._log_offset)  # only what was appended since the last look
-        if new:
-            view = index._live if index._live is not None else empty_view(index.segment)
-            index._live = view.apply(new, index.analyzer)
-        index._log_offset = valid
-        index._log_identity = identity
+        _read_log_tail(index, log)
+        if _generation_changed(index):  # swapped while we read: read the new generation instead
+            index.reopen()
+            _read_log_tail(index, log)
+
+
+def _generation_changed(index: Index) -> bool:
+    try:
+        return (index.path / "manifest.json").stat().st_ino != index.segment.manifest_inode
+    except FileNotFoundError:
+        return False  # mid-swap on a system without atomic exchange; the next look finds the new one
+
+
+def _read_log_tail(index: Index, log: Path) -> None:
+    handle = index._log_handle
+    try:
+        current = os.stat(log).st_ino
+    except FileNotFoundError:
+        current = None
+    if handle is None or current is None or os.fstat(handle.fileno()).st_ino != current:
+        # A new log (first look, repair, or none yet): read it from the start.
+        if handle is not None:
+            handle.close()
+        index._log_handle = open(log, "rb") if current is not None else None
+        index._live, index._log_offset, index._log_seq = None, 0, 0
+        if index._log_handle is None:
+            return
+    new, valid, last_seq = read_log(log, index._log_offset, index._log_seq, index._log_handle)
+    if new:
+        view = index._live if index._live is not None else empty_view(index.segment)
+        index._live = view.apply(new, index.analyzer)
+    index._log_offset, index._log_seq = valid, last_seq
 
 
 @dataclass
@@ -270,8 +293,13 @@ class IndexWriter:
         live = index.path / LIVE_DIR
         live.mkdir(exist_ok=True)
         self._lock_file = _lock(live / "writer.lock", index.path)
-        self._log = ChangeLogWriter(_log_path(index.path))
-        index.refresh()
+        try:
+            _remove_stale_compactions(index.path)
+            self._log = ChangeLogWriter(_log_path(index.path))
+            index.refresh()
+        except BaseException:
+            _unlock(self._lock_file)
+            raise
 
     def __enter__(self) -> IndexWriter:
         return self
@@ -345,6 +373,8 @@ class IndexWriter:
                                   f"the changes stay in the log until documents are added")
         path = self.index.path
         staging = path.parent / f".{path.name}.compact-{uuid.uuid4().hex[:8]}"
+        kept = f"the index and its {len(view.added)} added and {int(view.dead_segment_rows.sum())} " \
+               "deleted documents in the log are unchanged"
         manifest = self.index.manifest
         try:
             build_index(view.live_docs(), staging, progress=progress,
@@ -360,6 +390,12 @@ class IndexWriter:
             new_lock = _lock(staging / LIVE_DIR / "writer.lock", path)
             self._log.close()
             _exchange(staging, path)
+        except OSError as error:
+            shutil.rmtree(staging, ignore_errors=True)
+            if error.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise DiskFullError(f"no space left on the device of {path} while compacting; {kept}. "
+                                    "Free some space (a compaction needs room for a second copy) and retry") from None
+            raise
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
@@ -372,8 +408,37 @@ class IndexWriter:
 
     def close(self) -> None:
         self._log.close()
-        fcntl.flock(self._lock_file, fcntl.LOCK_UN)
-        self._lock_file.close()
+        _unlock(self._lock_file)
+
+
+def _unlock(handle: Any) -> None:
+    fcntl.flock(handle, fcntl.LOCK_UN)
+    handle.close()
+
+
+def _remove_stale_compactions(path: Path) -> None:
+    """Remove what killed compactions left beside the index (its writer lock is held, so none is running).
+
+    A compaction builds ``.NAME.compact-XXXX`` beside the index and, after the swap, that name holds the
+    old generation until it is removed; a crash at either point leaves it behind.
+    """
+    for leftover in path.parent.glob(f".{path.name}.compact-*"):
+        logger.info("removing %s, left by an interrupted compaction", leftover)
+        shutil.rmtree(leftover, ignore_errors=True)
+    for leftover in path.parent.glob(f".{path.name}.retired-*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+
+
+def repair(index_path: Path) -> RepairReport:
+    """Repair a damaged change log under the writer lock (see rankstack.index.changelog.repair_log)."""
+    live = index_path / LIVE_DIR
+    if not (live / LOG_NAME).is_file():
+        return RepairReport(0, [], 0, 0, None)
+    handle = _lock(live / "writer.lock", index_path)
+    try:
+        return repair_log(live / LOG_NAME)
+    finally:
+        _unlock(handle)
 
 
 def _lock(lock_path: Path, index_path: Path) -> Any:
@@ -385,8 +450,8 @@ def _lock(lock_path: Path, index_path: Path) -> Any:
         handle.seek(0)
         holder = handle.read().strip() or "unknown"
         handle.close()
-        raise WriterLockedError(f"another writer (pid {holder}) is changing {index_path}; "
-                                f"wait for it to finish, there can be only one at a time") from None
+        raise WriterLockedError(f"another writer (pid {holder}, a compaction or another process) is changing "
+                                f"{index_path}; retry in a moment, there can be only one at a time") from None
     handle.seek(0)
     handle.truncate()
     handle.write(str(os.getpid()))
