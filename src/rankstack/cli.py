@@ -216,7 +216,7 @@ def eval_(
     from rankstack.evaluate.measures import parse_measures
     from rankstack.evaluate.table import experiment_table
     from rankstack.experiment import compare_systems, judged_queries
-    from rankstack.index.cache import open_or_build
+    from rankstack.index.cache import has_live_changes, open_or_build
     from rankstack.io import BeirDataset, read_run
     from rankstack.stages import SearchContext, parse_pipeline
 
@@ -234,6 +234,9 @@ def eval_(
         with progress_bar(f"indexing {collection.name}") as advance:
             opened, built = open_or_build(collection.root, index_dir, advance)
         stderr.print(f"{'built' if built else 'reusing'} index {opened.path}")
+        if has_live_changes(opened.path):
+            stderr.print(f"[yellow]warning:[/] {opened.path} has live changes since it was built from the dataset; "
+                         "the figures are for the changed corpus")
         parsed = [parse_pipeline(p, opened) for p in pipelines]  # parse all before running any
         context = SearchContext(ignore_identical_ids=ignore_identical_ids)
         with _maybe_ray(ray, ray_workers) as on_ray:

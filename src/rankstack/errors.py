@@ -6,6 +6,7 @@ codes in one place (``EXIT_CODES``); the HTTP service maps them to statuses the 
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 
@@ -70,6 +71,13 @@ class WriterLockedError(RankstackError):
 
 class DiskFullError(RankstackError):
     """The disk filled while writing; the message says what was kept."""
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """Whether ``error`` is the disk (or quota) filling up, as the OS or SQLite reports it."""
+    if isinstance(error, OSError):
+        return error.errno in (errno.ENOSPC, errno.EDQUOT)
+    return type(error).__name__ == "OperationalError" and "full" in str(error).lower()  # sqlite3
 
 
 class PipelineError(RankstackError):

@@ -88,7 +88,7 @@ def test_openapi_schema_lists_the_routes(client: TestClient) -> None:
 def test_web_page_renders_highlighted_results_and_documents(client: TestClient) -> None:
     page = client.get("/", params={"q": "loyal dogs"})
     assert page.status_code == 200
-    assert "<mark>loyal</mark>" in page.text and 'href="/doc/d2?q=loyal%20dogs"' in page.text
+    assert "<mark>loyal</mark>" in page.text and 'href="/doc?id=d2&amp;q=loyal%20dogs"' in page.text
     document = client.get("/doc/d2", params={"q": "loyal dogs"})
     assert document.status_code == 200 and "<mark>dogs</mark>" in document.text
     assert client.get("/", params={"q": "cats", "pipeline": "bm25>>"}).status_code == 400

@@ -11,7 +11,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from rankstack import __version__
-from rankstack.errors import EmptyInputError, RankstackError
+from rankstack.errors import DiskFullError, EmptyInputError, RankstackError, is_disk_full
+from rankstack.ids import check_id
 from rankstack.index.docstore import DocStoreWriter
 from rankstack.index.manifest import write_manifest
 from rankstack.index.sparse import PostingsBuilder
@@ -71,6 +72,13 @@ def build_index(
             "build_seconds": round(time.perf_counter() - started, 3),
         })
         _swap_into_place(staging, output)
+    except Exception as error:
+        shutil.rmtree(staging, ignore_errors=True)
+        if is_disk_full(error):
+            kept = f"the index at {output} is unchanged" if output.exists() else "nothing was written"
+            raise DiskFullError(f"no space left on the device of {output} while building the index; {kept}. "
+                                "Free some space and rerun the command") from None
+        raise
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -100,6 +108,7 @@ def _write_contents(records: Iterable[tuple[Doc, SourceLocation]], staging: Path
     try:
         for doc, location in records:
             first_location = first_location or location
+            check_id(doc.doc_id, path=location.path, line=location.line)  # readers check; Python input too
             docstore.add(doc, location)
             postings.add(analyzer.analyze(doc.contents))
             pending += 1

@@ -26,7 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from rankstack.errors import DataFormatError, DiskFullError, EmptyInputError, WriterLockedError
+from rankstack.errors import DataFormatError, DiskFullError, EmptyInputError, WriterLockedError, is_disk_full
+from rankstack.ids import ID_RULE, id_problem
 from rankstack.index._index import Index, Segment
 from rankstack.index.changelog import LOG_NAME, ChangeLogWriter, RepairReport, read_log, repair_log
 from rankstack.index.dense import DenseVectors
@@ -314,9 +315,10 @@ class IndexWriter:
         """Add or replace documents; vectors per dense key are encoded when not given. Returns the count."""
         batch = list(docs)
         for position, doc in enumerate(batch, start=1):
-            if not isinstance(doc.doc_id, str) or not doc.doc_id.strip():
-                raise DataFormatError(f"document {position} of the batch has an empty id; nothing was added",
-                                      hint="give every document a non-empty id")
+            problem = id_problem(doc.doc_id)
+            if problem is not None:
+                raise DataFormatError(f"document {position} of the batch: id {doc.doc_id!r} {problem}; nothing was "
+                                      f"added", hint=ID_RULE)
         if not batch:
             return 0
         given = dict(vectors or {})
@@ -334,7 +336,7 @@ class IndexWriter:
         if unknown_keys:
             raise DataFormatError(f"the index has no vectors named {', '.join(sorted(unknown_keys))}; "
                                   f"known: {', '.join(self._dense_dimensions()) or 'none'}")
-        records = [{"op": "put", "doc": {"doc_id": doc.doc_id.strip(), "title": doc.title, "text": doc.text},
+        records = [{"op": "put", "doc": {"doc_id": doc.doc_id, "title": doc.title, "text": doc.text},
                     "vectors": {k: base64.b64encode(m[i].tobytes()).decode("ascii") for k, m in given.items()}}
                    for i, doc in enumerate(batch)]
         self._write(records)
@@ -390,9 +392,9 @@ class IndexWriter:
             new_lock = _lock(staging / LIVE_DIR / "writer.lock", path)
             self._log.close()
             _exchange(staging, path)
-        except OSError as error:
+        except Exception as error:
             shutil.rmtree(staging, ignore_errors=True)
-            if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            if is_disk_full(error):
                 raise DiskFullError(f"no space left on the device of {path} while compacting; {kept}. "
                                     "Free some space (a compaction needs room for a second copy) and retry") from None
             raise

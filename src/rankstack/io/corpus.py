@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rankstack.errors import DataFormatError
+from rankstack.ids import check_id, id_from_path
 from rankstack.io._files import iter_lines
 from rankstack.io.jsonl import iter_json_records, require_string
 from rankstack.types import Doc
@@ -77,7 +78,8 @@ def read_corpus(path: str | Path) -> Iterator[Doc]:
 
 def _iter_jsonl_docs(path: Path) -> Iterator[tuple[Doc, SourceLocation]]:
     for line, record in iter_json_records(path):
-        doc_id = require_string(record, ID_KEYS, path=path, line=line, allow_empty=False).strip()
+        doc_id = check_id(require_string(record, ID_KEYS, path=path, line=line, allow_empty=False),
+                          path=path, line=line)
         text = require_string(record, TEXT_KEYS, path=path, line=line)
         title = record.get("title") or ""
         if not isinstance(title, str):
@@ -109,7 +111,8 @@ def _doc_from_fields(fields: list[str], columns: list[str] | None, path: Path, l
             raise DataFormatError(f"expected {len(columns)} columns ({', '.join(columns)}), found {len(fields)}",
                                   path=path, line=line)
         record = dict(zip(columns, fields, strict=True))
-        doc_id = require_string(record, ID_KEYS, path=path, line=line, allow_empty=False).strip()
+        doc_id = check_id(require_string(record, ID_KEYS, path=path, line=line, allow_empty=False),
+                          path=path, line=line)
         text = require_string(record, TEXT_KEYS, path=path, line=line)
         return Doc(doc_id, text, record.get("title", ""))
     if len(fields) == 2:
@@ -119,9 +122,7 @@ def _doc_from_fields(fields: list[str], columns: list[str] | None, path: Path, l
     else:
         raise DataFormatError(f"expected 2 columns (id, text) or 3 (id, title, text), found {len(fields)}",
                               path=path, line=line, hint="or add a header row naming the columns")
-    if not doc_id.strip():
-        raise DataFormatError("empty document id", path=path, line=line)
-    return Doc(doc_id.strip(), text, title)
+    return Doc(check_id(doc_id, path=path, line=line), text, title)
 
 
 def _iter_csv_docs(path: Path) -> Iterator[tuple[Doc, SourceLocation]]:
@@ -162,5 +163,5 @@ def _read_text_file(path: Path, doc_id: str) -> Doc:
 def _iter_text_folder(directory: Path) -> Iterator[tuple[Doc, SourceLocation]]:
     files = sorted(p for p in directory.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_FILE_SUFFIXES)
     for file in files:
-        doc_id = file.relative_to(directory).as_posix()
+        doc_id = id_from_path(file.relative_to(directory).as_posix())
         yield _read_text_file(file, doc_id), SourceLocation(str(file))

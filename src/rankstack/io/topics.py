@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from rankstack.errors import DataFormatError, DuplicateIdError, EmptyInputError
+from rankstack.ids import check_id
 from rankstack.io._files import iter_lines
 from rankstack.io.jsonl import iter_json_records, require_string
 from rankstack.types import Query
@@ -29,7 +30,7 @@ def read_queries(path: str | Path, query_ids: set[str] | None = None) -> list[Qu
     else:
         records = (_tsv_query(path, line, text) for line, text in iter_lines(path) if text.strip())
     for line, query_id, text in records:
-        query_id = query_id.strip()
+        query_id = check_id(query_id, "query id", path=path, line=line)
         if query_ids is not None and query_id not in query_ids:
             continue
         if query_id in seen:

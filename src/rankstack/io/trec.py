@@ -2,14 +2,33 @@
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
 from rankstack.errors import DataFormatError
+from rankstack.ids import check_id
 from rankstack.io._files import iter_lines
 from rankstack.types import Qrel, Run
+
+MAX_RELEVANCE_GRADE = 1000  # graded judgements use a handful of levels; more is a broken file
+
+
+def _relevance_grade(text: str, path: Path, line: int) -> int:
+    """A relevance grade: a whole number (negative grades are judged non-relevant, as trec_eval reads them)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise DataFormatError(f"relevance '{text}' is not a number", path=path, line=line) from None
+    if not math.isfinite(value) or value != int(value):
+        raise DataFormatError(f"relevance '{text}' is not a whole number", path=path, line=line,
+                              hint="grades are integers such as 0, 1, 2, 3; trec_eval would truncate it silently")
+    if abs(value) > MAX_RELEVANCE_GRADE:
+        raise DataFormatError(f"relevance {text} is out of range", path=path, line=line,
+                              hint=f"grades are integers between -{MAX_RELEVANCE_GRADE} and {MAX_RELEVANCE_GRADE}")
+    return int(value)
 
 
 def read_qrels(path: str | Path) -> list[Qrel]:
@@ -29,10 +48,7 @@ def read_qrels(path: str | Path) -> list[Qrel]:
         else:
             raise DataFormatError(f"expected 3 (BEIR) or 4 (TREC) columns, found {len(fields)}",
                                   path=path, line=line, hint="TREC qrels: 'qid 0 docid relevance'")
-        try:
-            value = int(float(relevance))
-        except ValueError:
-            raise DataFormatError(f"relevance '{relevance}' is not a number", path=path, line=line) from None
+        value = _relevance_grade(relevance, path, line)
         qrels.append(Qrel(query_id, doc_id, value))
     return qrels
 
@@ -64,7 +80,10 @@ def read_run(path: str | Path) -> Run:
 def format_run_lines(run: Run, tag: str) -> Iterable[str]:
     tag = "_".join(tag.split()) or "rankstack"  # the tag column must not contain whitespace
     for query_id, hits in run.results.items():
+        check_id(query_id, "query id")  # a space or line break would make a file no reader can parse
         for rank, hit in enumerate(hits, start=1):
+            if " " in hit.doc_id or not hit.doc_id.isprintable():
+                check_id(hit.doc_id)
             yield f"{query_id} Q0 {hit.doc_id} {rank} {hit.score:.6f} {tag}\n"
 
 

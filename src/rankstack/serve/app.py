@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rankstack import __version__
-from rankstack.errors import RankstackError, http_status_for
+from rankstack.errors import RankstackError, WriterLockedError, http_status_for
 from rankstack.serve.service import MAX_K, MAX_QUERY_CHARS, SearchService
 from rankstack.serve.snippets import highlight
 from rankstack.stages import stage_names
@@ -66,7 +66,10 @@ def create_app(service: SearchService) -> FastAPI:
 
     @app.exception_handler(RankstackError)
     async def domain_error(_: Request, error: RankstackError) -> JSONResponse:
-        return _error(http_status_for(error), type(error).__name__, str(error))
+        response = _error(http_status_for(error), type(error).__name__, str(error))
+        if isinstance(error, WriterLockedError):  # a compaction or another writer: try again shortly
+            response.headers["Retry-After"] = str(error.retry_after_seconds)
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, error: RequestValidationError) -> JSONResponse:
@@ -130,6 +133,12 @@ def create_app(service: SearchService) -> FastAPI:
                 context["error"] = str(error)
                 status = http_status_for(error)
         return TEMPLATES.TemplateResponse(request, "search.html", context, status_code=status)
+
+    # Result links carry the id as a query parameter: in a path, ids such as "..", "a/../b" or "x#y"
+    # would be rewritten by the browser before the request is sent.
+    @app.get("/doc", response_class=HTMLResponse, include_in_schema=False)
+    async def document_page_by_query(request: Request, id: str, q: str = "") -> HTMLResponse:  # noqa: A002
+        return await document_page(request, id, q)
 
     @app.get("/doc/{doc_id:path}", response_class=HTMLResponse, include_in_schema=False)
     async def document_page(request: Request, doc_id: str, q: str = "") -> HTMLResponse:

@@ -19,6 +19,7 @@ from rankstack.errors import (
     RequestLimitError,
     WritesDisabledError,
 )
+from rankstack.ids import check_id
 from rankstack.index import Index
 from rankstack.serve.batching import MicroBatcher
 from rankstack.serve.snippets import highlight, snippet
@@ -155,8 +156,7 @@ class SearchService:
             return change(writer)
 
     async def put_document(self, doc_id: str, title: str, text: str) -> dict[str, str]:
-        if not doc_id.strip():
-            raise EmptyInputError("the document id is empty")
+        check_id(doc_id)  # refused, never trimmed: " 1" must not replace document "1"
         existed = self.index.view().get_doc(doc_id) is not None
 
         def change(writer: IndexWriter) -> dict[str, str]:

@@ -30,8 +30,8 @@ class BM25(Stage):
     def __init__(self, index: Any, k1: float = 0.9, b: float = 0.4) -> None:
         if index is None:
             raise PipelineError("bm25 needs an index; open one with rankstack.index.Index.open(PATH)")
-        if not (k1 >= 0 and 0 <= b <= 1):
-            raise PipelineError(f"bm25: need k1 >= 0 and 0 <= b <= 1, got k1={k1}, b={b}")
+        if not (0 <= k1 <= 1000 and 0 <= b <= 1):  # also refuses nan; inf is above the bound
+            raise PipelineError(f"bm25: need 0 <= k1 <= 1000 and 0 <= b <= 1, got k1={k1}, b={b}")
         self.index = index
         self.k1 = float(k1)
         self.b = float(b)

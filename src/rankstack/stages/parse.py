@@ -21,6 +21,7 @@ from rankstack.stages.registry import stage_factory
 
 _TOKEN = re.compile(r"\s*(?:(>>)|([%(),=])|'((?:[^'\\]|\\.)*)'|\"((?:[^\"\\]|\\.)*)\"|([^\s%(),=>'\"]+))")
 MAX_PIPELINE_LENGTH = 2000
+MAX_NESTING = 32  # parentheses and stage arguments, deep enough for any real pipeline
 
 
 @dataclass
@@ -63,6 +64,7 @@ class _Parser:
         self.tokens = _tokenize(text)
         self.position = 0
         self.index = index
+        self.depth = 0
 
     def peek(self) -> _Token:
         return self.tokens[self.position]
@@ -82,6 +84,17 @@ class _Parser:
         return PipelineError(_where(self.text, token.column, message))
 
     def pipeline(self) -> Pipeline:
+        # Each nested pipeline (in parentheses or as a stage's argument) recurses once; a bound turns a
+        # hostile "((((..." into a clear error instead of Python's RecursionError.
+        self.depth += 1
+        if self.depth > MAX_NESTING:
+            raise self.fail(self.peek(), f"pipeline nested more than {MAX_NESTING} levels deep")
+        try:
+            return self._pipeline()
+        finally:
+            self.depth -= 1
+
+    def _pipeline(self) -> Pipeline:
         result = self.term()
         while self.peek().kind == "op" and self.peek().text == ">>":
             self.take()

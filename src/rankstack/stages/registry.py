@@ -6,6 +6,7 @@ the pipeline runs on, the positional arguments (sub-pipelines, for fusion) and t
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -62,6 +63,9 @@ def coerce_params(stage: str, given: dict[str, Any], defaults: dict[str, Any]) -
     return values
 
 
+_MAX_INT = 2**31 - 1
+
+
 def _coerce(stage: str, key: str, raw: Any, default: Any) -> Any:
     expected = type(default)
     if isinstance(raw, expected) and not (expected is int and isinstance(raw, bool)):
@@ -75,9 +79,15 @@ def _coerce(stage: str, key: str, raw: Any, default: Any) -> Any:
                 return False
             raise ValueError(text)
         if expected is int:
-            return int(text)
+            number = int(text)
+            if abs(number) > _MAX_INT:
+                raise PipelineError(f"{stage}: parameter {key} must be at most {_MAX_INT:,} in size, got {text}")
+            return number
         if expected is float:
-            return float(text)
+            value = float(text)
+            if not math.isfinite(value):  # inf and nan pass float() but no stage can use them
+                raise PipelineError(f"{stage}: parameter {key} must be a finite number, got '{text}'")
+            return value
         return text
     except ValueError:
         raise PipelineError(f"{stage}: parameter {key} must be {expected.__name__}, got '{text}'") from None
