@@ -62,16 +62,22 @@ def test_index_of_another_analyzer_version_is_refused(tiny_index: Index, version
         Index.open(tiny_index.path)
 
 
-def test_cached_index_of_an_old_analyzer_is_rebuilt(tiny_beir: Path, tmp_path: Path) -> None:
-    from rankstack.index.cache import open_or_build
+def test_cached_index_of_an_old_analyzer_is_rebuilt(tiny_beir: Path, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from rankstack.index.cache import IndexMismatchError, open_or_build
 
-    index, built = open_or_build(tiny_beir, tmp_path / "cached")
+    monkeypatch.setenv("RANKSTACK_CACHE", str(tmp_path / "cache"))
+    index, built = open_or_build(tiny_beir)  # eval's own cache
     assert built
     index.close()
-    _set_analyzer_version(tmp_path / "cached", None)
-    index, built = open_or_build(tiny_beir, tmp_path / "cached")
+    _set_analyzer_version(index.path, None)
+    index, built = open_or_build(tiny_beir)
     assert built and index.manifest["analyzer"]["version"] == ANALYZER_VERSION
     index.close()
+    # An index at a path the user chose is never replaced: the error says how to rebuild it.
+    _set_analyzer_version(index.path, None)
+    with pytest.raises(IndexMismatchError, match="analyzer version 1.*--overwrite"):
+        open_or_build(tiny_beir, index.path)
 
 
 def test_checksum_mismatch_names_the_file(tiny_index: Index) -> None:
