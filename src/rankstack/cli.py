@@ -7,6 +7,7 @@ import logging
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -507,7 +508,17 @@ def train_soup_command(
                  f"dev nDCG@10 {card.get('dev_ndcg@10', 'not scored (no --dataset)')}")
 
 
-def _serve(index_dir: Path, host: str, port: int, pipelines: list[str] | None, api_key: str | None = None) -> None:
+@dataclass(frozen=True)
+class _ClientFreedom:
+    """What HTTP clients may choose beyond the presets (see rankstack.serve.policy)."""
+
+    allow_any_pipeline: bool = False
+    data_root: Path | None = None
+    model_root: Path | None = None
+
+
+def _serve(index_dir: Path, host: str, port: int, pipelines: list[str] | None, api_key: str | None = None,
+           freedom: _ClientFreedom = _ClientFreedom()) -> None:
     from rankstack.index import Index
     from rankstack.models.loading import require
 
@@ -516,7 +527,9 @@ def _serve(index_dir: Path, host: str, port: int, pipelines: list[str] | None, a
     from rankstack.serve.app import create_app
     from rankstack.serve.service import SearchService
 
-    service = SearchService.open(Index.open(index_dir), presets=pipelines or (), api_key=api_key)
+    service = SearchService.open(Index.open(index_dir), presets=pipelines or (), api_key=api_key,
+                                 allow_any_pipeline=freedom.allow_any_pipeline, data_root=freedom.data_root,
+                                 model_root=freedom.model_root)
     stderr.print(f"serving {service.index.num_docs:,} documents from {index_dir} on http://{host}:{port}/ "
                  f"(API under /v1, schema at /docs); Ctrl-C stops")
     uvicorn.run(create_app(service), host=host, port=port, log_level="warning")
@@ -532,9 +545,19 @@ def serve(
     api_key: Annotated[str | None, typer.Option(envvar="RANKSTACK_API_KEY", help="Key that PUT/DELETE of "
                                                 "documents must present; without one the server is read-only.")
                        ] = None,
+    allow_any_pipeline: Annotated[bool, typer.Option(help="Let clients compose any pipeline, not only the presets "
+                                                     "with tuned parameters (files and models stay within the "
+                                                     "roots below).")] = False,
+    data_root: Annotated[Path | None, typer.Option(help="With --allow-any-pipeline: the folder whose files "
+                                                   "clients may name (run(path=...)).")] = None,
+    model_root: Annotated[Path | None, typer.Option(help="With --allow-any-pipeline: the folder whose model "
+                                                    "directories clients may name, besides the presets' models.")
+                          ] = None,
 ) -> None:
     """Serve the HTTP API and the web search page for an index."""
-    _serve(index_dir, host, port, pipelines, api_key)
+    if (data_root or model_root) and not allow_any_pipeline:
+        raise typer.BadParameter("--data-root and --model-root only apply with --allow-any-pipeline")
+    _serve(index_dir, host, port, pipelines, api_key, _ClientFreedom(allow_any_pipeline, data_root, model_root))
 
 
 @app.command()

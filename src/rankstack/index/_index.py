@@ -16,6 +16,7 @@ from typing import Any, BinaryIO
 import bm25s
 import numpy as np
 
+from rankstack._bounded import BoundedCache
 from rankstack.errors import IndexFormatError
 from rankstack.index.dense import DenseVectors
 from rankstack.index.docstore import DocStore
@@ -23,6 +24,8 @@ from rankstack.index.manifest import read_manifest
 from rankstack.index.sparse import SparseIndex
 from rankstack.text.analyzer import ANALYZER_VERSION, LuceneEnglishAnalyzer
 from rankstack.types import Doc
+
+MAX_BM25_VARIANTS = 8  # score matrices kept per segment (one per k1, b)
 
 
 def _analyzer_of(path: Path, manifest: dict[str, Any]) -> LuceneEnglishAnalyzer:
@@ -54,7 +57,8 @@ class Segment:
         self._manifest_handle = open(path / "manifest.json", "rb")
         self.manifest_inode = os.fstat(self._manifest_handle.fileno()).st_ino
         self.analyzer = _analyzer_of(path, manifest)
-        self._retrievers: dict[tuple[float, float], bm25s.BM25] = {}
+        # One score matrix per (k1, b) asked for; bounded, since a server builds them on request.
+        self._retrievers: BoundedCache[tuple[float, float], bm25s.BM25] = BoundedCache(MAX_BM25_VARIANTS)
         self._dense: dict[str, DenseVectors] = {}
         self._lock = Lock()
 
@@ -97,11 +101,7 @@ class Segment:
         return SparseIndex.load(self.path / "sparse")
 
     def bm25_retriever(self, k1: float, b: float) -> bm25s.BM25:
-        key = (float(k1), float(b))
-        with self._lock:  # several service threads may ask for the same parameters at once
-            if key not in self._retrievers:
-                self._retrievers[key] = self.sparse.retriever(k1, b)
-            return self._retrievers[key]
+        return self._retrievers.get_or_create((float(k1), float(b)), lambda: self.sparse.retriever(k1, b))
 
     # The read interface stages use, shared with live snapshots (rankstack.index.live.LiveView).
     # A stage takes ``view = index.view()`` once per batch, so a concurrent writer cannot change

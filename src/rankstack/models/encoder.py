@@ -9,6 +9,7 @@ offered for CPUs without bf16, at a measurable cost in quality (see benchmarks/d
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from rankstack._bounded import BoundedCache
 from rankstack.errors import RankstackError
 from rankstack.models.loading import canonical_model_id, describe_load_failure, require, resolve_model_location
 
@@ -138,13 +140,20 @@ class BiEncoder:
                 "query_prefix": self.query_prefix, "doc_prefix": self.doc_prefix}
 
 
-_ENCODERS: dict[tuple[str, str, str, str], BiEncoder] = {}
+MAX_LOADED_ENCODERS = 4  # models held at once, process-wide (each is hundreds of MB for larger ones)
+_ENCODERS: BoundedCache[tuple[str, str], BiEncoder] = BoundedCache(MAX_LOADED_ENCODERS)
 
 
 def load_encoder(model: str = "default", precision: str = "auto", query_prefix: str = "",
                  doc_prefix: str = "") -> BiEncoder:
-    """A process-wide cache: a model is loaded once however many stages use it."""
-    key = (canonical_model_id(model), resolve_precision(precision), query_prefix, doc_prefix)
-    if key not in _ENCODERS:
-        _ENCODERS[key] = BiEncoder(model, precision, query_prefix=query_prefix, doc_prefix=doc_prefix)
-    return _ENCODERS[key]
+    """A process-wide, bounded cache: a model is loaded once however many stages use it.
+
+    Prefixes only change the text given to the model, so variants that differ in them share one model.
+    """
+    base = _ENCODERS.get_or_create((canonical_model_id(model), resolve_precision(precision)),
+                                   lambda: BiEncoder(model, precision))
+    if not query_prefix and not doc_prefix:
+        return base
+    variant = copy.copy(base)  # shallow: the loaded model is shared
+    variant.query_prefix, variant.doc_prefix = query_prefix, doc_prefix
+    return variant

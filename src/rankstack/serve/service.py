@@ -7,11 +7,12 @@ import logging
 import secrets
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rankstack._bounded import BoundedCache
 from rankstack.errors import (
     AuthenticationError,
     EmptyInputError,
@@ -22,6 +23,7 @@ from rankstack.errors import (
 from rankstack.ids import check_id
 from rankstack.index import Index
 from rankstack.serve.batching import MicroBatcher
+from rankstack.serve.policy import PipelinePolicy
 from rankstack.serve.snippets import highlight, snippet
 from rankstack.stages import Pipeline, SearchContext, parse_pipeline
 from rankstack.types import Doc, Hits, Query
@@ -32,6 +34,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 MAX_QUERY_CHARS = 1000
 MAX_K = 1000
+MAX_CACHED_PIPELINES = 32
 
 
 @dataclass
@@ -65,29 +68,40 @@ class SearchService:
     api_key: str | None = None
     max_query_chars: int = MAX_QUERY_CHARS
     max_k: int = MAX_K
-    _pipelines: OrderedDict[str, Pipeline] = field(default_factory=OrderedDict)
-    _batchers: dict[str, MicroBatcher[tuple[str, int], _Answer]] = field(default_factory=dict)
+    policy: PipelinePolicy | None = None
+    # Bounded: clients choose pipeline variants, and each cached one may hold per-stage caches.
+    _pipelines: BoundedCache[str, Pipeline] = field(default_factory=lambda: BoundedCache(MAX_CACHED_PIPELINES))
+    _batchers: BoundedCache[str, MicroBatcher[tuple[str, int], _Answer]] = field(
+        default_factory=lambda: BoundedCache(MAX_CACHED_PIPELINES, on_evict=lambda batcher: batcher.retire()))
     _write_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
     def open(cls, index: Index, default_pipeline: str | None = None, presets: Sequence[str] = (),
-             api_key: str | None = None) -> SearchService:
+             api_key: str | None = None, allow_any_pipeline: bool = False, data_root: Path | None = None,
+             model_root: Path | None = None) -> SearchService:
         if not presets:
             presets = ["bm25"]
             if index.dense_keys():
                 presets += ["dense", "rrf(bm25,dense)", "bm25%100>>dense"]
         service = cls(index, default_pipeline or presets[0], list(presets), api_key or None)
-        for text in service.presets:  # fail at start-up, not on the first request, and encode what is missing
-            service.pipeline(text).prepare(None)
+        parsed = [service.pipeline(text, trusted=True) for text in service.presets]
+        for pipeline in parsed:  # fail at start-up, not on the first request, and encode what is missing
+            pipeline.prepare(None)
+        service.policy = PipelinePolicy(parsed, service.max_k, allow_any_pipeline, data_root, model_root)
         return service
 
-    def pipeline(self, text: str | None) -> Pipeline:
+    def pipeline(self, text: str | None, trusted: bool = False) -> Pipeline:
+        """The pipeline for ``text`` (the default when None); unless ``trusted``, the policy must allow it."""
         text = (text or self.default_pipeline).strip()
-        if text not in self._pipelines:
-            self._pipelines[text] = parse_pipeline(text, self.index)
-            if len(self._pipelines) > 64:
-                self._pipelines.popitem(last=False)
-        return self._pipelines[text]
+        cached = self._pipelines.get(text)
+        if cached is not None:
+            return cached
+        parsed = parse_pipeline(text, self.index)
+        if not trusted and self.policy is not None:
+            self.policy.check(parsed)
+        # Keyed by the canonical string too, so spellings of one pipeline share one entry.
+        canonical = self._pipelines.get_or_create(str(parsed), lambda: parsed)
+        return self._pipelines.get_or_create(text, lambda: canonical)
 
     def preset_list(self) -> list[dict[str, str]]:
         return [{"name": text, "pipeline": str(self.pipeline(text))} for text in self.presets]
@@ -106,9 +120,8 @@ class SearchService:
         query = self.validate(query, k)
         parsed = self.pipeline(pipeline)
         canonical = str(parsed)
-        batcher = self._batchers.get(canonical)
-        if batcher is None:
-            batcher = self._batchers[canonical] = MicroBatcher(lambda items: self._run_batch(parsed, items))
+        batcher = self._batchers.get_or_create(canonical,
+                                               lambda: MicroBatcher(lambda items: self._run_batch(parsed, items)))
         answer = await batcher.submit((query, k))
         docs = answer.docs
         hits: list[dict[str, Any]] = []

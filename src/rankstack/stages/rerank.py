@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from rankstack._bounded import BoundedCache
 from rankstack.errors import PipelineError, RankstackError
 from rankstack.models.encoder import precision_context, quantize_int8, resolve_precision
 from rankstack.models.loading import (
@@ -55,6 +56,12 @@ def _count_truncated(tokenizer: Any, texts: list[str], limit: int, pairs_with: l
             if pairs_with is not None else tokenizer(firsts, truncation=False, verbose=False)
         over += sum(1 for ids in encoded["input_ids"] if len(ids) > limit)
     return over
+
+
+# Loaded models, process-wide and bounded: stages (and the pipelines a server caches) that name the same
+# model share one copy, and asking for many models cannot grow the process without limit.
+MAX_LOADED_RERANKERS = 4
+LOADED_RERANKERS: BoundedCache[tuple[Any, ...], Any] = BoundedCache(MAX_LOADED_RERANKERS)
 
 
 class _Reranker(Stage):
@@ -152,8 +159,12 @@ class CrossEncoderReranker(_Reranker):
     def defaults(self) -> dict[str, Any]:
         return dict(_CROSS_DEFAULTS)
 
-    @cached_property
+    @property
     def loaded(self) -> Any:
+        key = ("cross_encoder", self.model, self.max_length, self.precision, self.batch_size, self.cache_mb)
+        return LOADED_RERANKERS.get_or_create(key, self._load)
+
+    def _load(self) -> Any:
         require("sentence_transformers", "rerank", "Cross-encoder reranking")
         from rankstack.models.cross_heads import load_cross_encoder
         from rankstack.models.split_cross import SplitCrossEncoder, SplitScorer
@@ -190,8 +201,11 @@ class CrossEncoderReranker(_Reranker):
 
 
 class _T5Ranker(_Reranker):
-    @cached_property
+    @property
     def loaded(self) -> tuple[Any, Any, int, int]:
+        return LOADED_RERANKERS.get_or_create(("t5", self.model), self._load)  # type: ignore[no-any-return]
+
+    def _load(self) -> tuple[Any, Any, int, int]:
         transformers = require("transformers", "rerank", "T5 reranking")
         location = resolve_model_location(self.model)
         try:
