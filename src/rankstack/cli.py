@@ -341,8 +341,11 @@ def repair(index_dir: Annotated[Path, typer.Argument(help="Index directory.")]) 
         return
     stderr.print(f"kept {report.kept:,} intact changes ({report.salvaged_after_damage:,} of them after the damage); "
                  f"saved the damaged log as {report.backup}")
+    if report.lost_records:
+        stderr.print(f"[yellow]lost:[/] {report.lost_records:,} acknowledged change(s) (counted from the sequence "
+                     "numbers); they must be made again")
     for line in report.lost_lines:
-        stderr.print(f"[yellow]lost:[/] the change at {escape(line)}")
+        stderr.print(f"[yellow]damage at:[/] {escape(line)}")
     if report.torn_tail_bytes:
         stderr.print(f"dropped an incomplete last write of {report.torn_tail_bytes} bytes (never acknowledged)")
 

@@ -147,3 +147,55 @@ def test_a_writer_removes_what_killed_compactions_left(tmp_path: Path) -> None:
     with IndexWriter(Index.open(path)):
         pass
     assert not leftover.exists() and unrelated.exists()
+
+
+@pytest.mark.parametrize("keep", [0.0, 0.5])
+def test_a_log_cut_short_is_damage_not_a_torn_tail(tmp_path: Path, keep: float) -> None:
+    path = _index_with_changes(tmp_path)
+    log = _log(path)
+    reader = Index.open(path)
+    assert len(reader.view().doc_positions) == 7
+    with open(log, "r+b") as handle:
+        handle.truncate(int(log.stat().st_size * keep))
+    with pytest.raises(ChangeLogDamagedError, match=r"8 were acknowledged .*missing"):
+        Index.open(path).view()
+    with pytest.raises(ChangeLogDamagedError):
+        reader.view()  # a running reader notices too
+    with pytest.raises(ChangeLogDamagedError):
+        IndexWriter(Index.open(path))
+    report = repair(path)
+    assert report.lost_records == 8 - report.kept and report.backup is not None
+
+
+def test_a_flipped_final_newline_is_damage(tmp_path: Path) -> None:
+    path = _index_with_changes(tmp_path)
+    log = _log(path)
+    _flip(log, log.stat().st_size - 1)  # "\n" becomes "*": the last line now looks incomplete
+    with pytest.raises(ChangeLogDamagedError, match="acknowledged"):
+        Index.open(path).view()
+
+
+def test_repair_counts_every_record_lost_in_a_zeroed_block(tmp_path: Path) -> None:
+    path = build_index([Doc("base", "the first document")], tmp_path / "idx")
+    with IndexWriter(Index.open(path)) as writer:
+        for i in range(40):
+            writer.add([Doc(f"n{i}", f"added document {i}")])
+    log = _log(path)
+    data = bytearray(log.read_bytes())
+    record_length = len(data) / 40
+    start = len(data) // 3
+    data[start:start + 600] = bytes(600)
+    log.write_bytes(bytes(data))
+    report = repair(path)
+    survivors = set(Index.open(path).view().doc_positions) - {"base"}
+    assert report.lost_records == 40 - len(survivors) == 40 - report.kept
+    assert report.lost_records >= int(600 / record_length)  # every record the block touched
+
+
+def test_a_writer_removes_the_build_folder_of_a_killed_compaction(tmp_path: Path) -> None:
+    path = _index_with_changes(tmp_path)
+    building = path.parent / f"..{path.name}.compact-deadbeef.building-cafe0123"
+    building.mkdir()
+    with IndexWriter(Index.open(path)):
+        pass
+    assert not building.exists()

@@ -13,13 +13,14 @@ from rankstack.errors import (
     IndexNotFoundError,
 )
 from rankstack.index import Index, build_index
+from rankstack.index.manifest import seal_manifest
 from rankstack.text.analyzer import ANALYZER_VERSION
 from rankstack.types import Doc
 
 
 def test_manifest_records_counts_parameters_and_checksums(tiny_index: Index) -> None:
     manifest = tiny_index.manifest
-    assert manifest["format_version"] == 1
+    assert manifest["format_version"] == 2
     assert manifest["counts"]["docs"] == 6
     assert manifest["bm25"] == {"k1": 0.9, "b": 0.4}
     assert manifest["analyzer"]["name"] == "lucene-english"
@@ -44,6 +45,27 @@ def test_newer_format_is_refused(tiny_index: Index) -> None:
         Index.open(tiny_index.path)
 
 
+@pytest.mark.parametrize(("old", "new"), [('"porter"', '"qorter"'), ('"and"', '"aNd"'), ('"docs": 6', '"docs": 7'),
+                                          ('"sha256"', '"sha2=6"'), ('"analyzer"', '"anamyzer"')])
+def test_a_damaged_manifest_value_is_refused_not_used(tiny_index: Index, old: str, new: str) -> None:
+    # Such values parse fine; only the manifest's checksum of itself tells them apart from the real ones.
+    path = tiny_index.path / "manifest.json"
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new, 1))
+    with pytest.raises(IndexCorruptError, match="does not match its own checksum"):
+        Index.open(tiny_index.path)
+
+
+def test_an_older_index_format_is_refused_with_the_rebuild_command(tiny_index: Index) -> None:
+    path = tiny_index.path / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["format_version"] = 1
+    path.write_text(json.dumps(seal_manifest(manifest)))
+    with pytest.raises(IndexFormatError, match="older rankstack .*--overwrite"):
+        Index.open(tiny_index.path)
+
+
 def _set_analyzer_version(index_path: Path, version: int | None) -> None:
     path = index_path / "manifest.json"
     manifest = json.loads(path.read_text())
@@ -51,7 +73,7 @@ def _set_analyzer_version(index_path: Path, version: int | None) -> None:
         manifest["analyzer"].pop("version")  # as written before the analyzer had versions
     else:
         manifest["analyzer"]["version"] = version
-    path.write_text(json.dumps(manifest))
+    path.write_text(json.dumps(seal_manifest(manifest)))  # a consistent manifest, only of another version
 
 
 @pytest.mark.parametrize("version", [None, 1, 99])

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from functools import cached_property
 from pathlib import Path
-from threading import Lock
+from threading import Lock, RLock
 from typing import Any, BinaryIO
 
 import bm25s
@@ -195,8 +195,7 @@ class Index:
         self._log_offset = 0  # bytes of the change log already applied to ``_live``
         self._log_seq = 0  # sequence number of the last record applied
         self._log_handle: BinaryIO | None = None  # held open: a file replacing it has another inode
-        self._refresh_lock = Lock()
-        self._reopen_lock = Lock()
+        self._refresh_lock = RLock()  # held while the log is read and while the segment is swapped
 
     @classmethod
     def open(cls, path: str | Path, verify_checksums: bool = True) -> Index:
@@ -275,7 +274,7 @@ class Index:
 
     def reopen(self) -> None:
         """Switch to the directory's current files (after a compaction); readers of old views finish."""
-        with self._reopen_lock:
+        with self._refresh_lock:
             self._segment = Segment.open(self.path, verify_checksums=False)
             self._live = None
             self._log_offset = 0

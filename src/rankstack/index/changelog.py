@@ -7,7 +7,9 @@ Two kinds of bad bytes are told apart, because only one of them may be thrown aw
 
 - a **torn tail**: the last line is incomplete (no newline). A crash in the middle of a write leaves
   one; it was never acknowledged, so the writer trims it when it next opens the log.
-- **damage**: a complete line that fails its checksum, does not parse, or breaks the sequence. Records
+- **damage**: a complete line that fails its checksum, does not parse, or breaks the sequence, or a log
+  shorter than what was acknowledged (``changes.head`` records the last acknowledged sequence number
+  and size after every append, so a truncation cannot pass for a torn write). Records
   after it may be intact and acknowledged, so nothing is trimmed: reading raises
   :class:`ChangeLogDamagedError`, and ``rankstack repair`` (:func:`repair_log`) keeps every record that
   can be proven good and reports what is lost.
@@ -27,7 +29,49 @@ from typing import Any, BinaryIO
 from rankstack.errors import ChangeLogDamagedError, DiskFullError
 
 LOG_NAME = "changes.log"
+HEAD_NAME = "changes.head"
 _OPS = frozenset({"put", "delete"})
+_HEAD_SIZE = 64
+
+
+@dataclass(frozen=True)
+class Head:
+    """The last acknowledged record: its sequence number and the log's size after it."""
+
+    seq: int
+    end: int
+
+
+def head_path(log: Path) -> Path:
+    return log.with_name(HEAD_NAME)
+
+
+def read_head(log: Path) -> Head | None:
+    """The head written after the last append, or None (no head yet, or an unreadable one)."""
+    try:
+        raw = head_path(log).read_bytes()[:_HEAD_SIZE].rstrip(b" \n")
+    except FileNotFoundError:
+        return None
+    checksum, _, payload = raw.partition(b" ")
+    try:
+        if int(checksum, 16) != zlib.crc32(payload):
+            return None
+        seq, end = (int(part) for part in payload.split())
+    except ValueError:
+        return None
+    return Head(seq, end)
+
+
+def write_head(log: Path, head: Head) -> None:
+    """Overwrite the head in place. Not fsync'd: it is written after the log's fsync, so a crash can only
+    leave it behind the log (harmless), never ahead of it."""
+    payload = b"%d %d" % (head.seq, head.end)
+    record = (b"%08x " % zlib.crc32(payload) + payload).ljust(_HEAD_SIZE - 1) + b"\n"
+    fd = os.open(head_path(log), os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        os.pwrite(fd, record, 0)
+    finally:
+        os.close(fd)
 
 
 def _encode(record: dict[str, Any]) -> bytes:
@@ -59,20 +103,32 @@ class LogScan:
     end: int = 0  # byte offset just after the last intact record
     last_seq: int = 0
     torn_tail_bytes: int = 0  # an incomplete last line after ``end``
-    damage: list[str] = field(default_factory=list)  # one description per damaged line
+    damage: list[str] = field(default_factory=list)  # one description per damaged place
     salvaged: list[dict[str, Any]] = field(default_factory=list)  # intact records after the first damage
+    lost: int = 0  # acknowledged records known to be missing (from sequence gaps and the head)
 
 
-def scan_log(path: Path, start: int = 0, last_seq: int = 0, handle: BinaryIO | None = None) -> LogScan:
-    """Read records from byte ``start`` on, checking checksums and the sequence (``last_seq`` before)."""
+def scan_log(path: Path, start: int = 0, last_seq: int = 0, handle: BinaryIO | None = None,
+             head: Head | None = None) -> LogScan:
+    """Read records from byte ``start`` on, checking checksums, the sequence (``last_seq`` before) and,
+    given the ``head`` read before the log, that every acknowledged record is there."""
     scan = LogScan(end=start, last_seq=last_seq)
+    _scan_lines(path, start, handle, scan)
+    seen = scan.salvaged[-1]["seq"] if scan.salvaged and "seq" in scan.salvaged[-1] else scan.last_seq
+    if head is not None and head.seq > seen:
+        scan.lost += head.seq - seen
+        scan.damage.append(f"the end: the log holds records up to {seen}, but {head.seq} were acknowledged "
+                           f"(it was cut short: {head.seq - seen} record(s) missing)")
+    return scan
+
+
+def _scan_lines(path: Path, start: int, handle: BinaryIO | None, scan: LogScan) -> None:
     own = handle is None
-    if own:
+    if handle is None:
         try:
             handle = open(path, "rb")
         except FileNotFoundError:
-            return scan
-    assert handle is not None
+            return
     try:
         handle.seek(start)
         offset, number = start, 0
@@ -82,10 +138,13 @@ def scan_log(path: Path, start: int = 0, last_seq: int = 0, handle: BinaryIO | N
                 scan.torn_tail_bytes = len(line)  # the last line, incomplete: a torn write
                 break
             record = _decode(line)
-            expected = (scan.salvaged[-1]["seq"] if scan.salvaged else scan.last_seq) + 1
-            if record is not None and "seq" in record and record["seq"] != expected and not scan.damage:
-                problem = f"sequence number {record['seq']} where {expected} was due (records missing)"
-                scan.damage.append(f"byte {offset} (line {number} from byte {start}): {problem}")
+            expected = (scan.salvaged[-1].get("seq", 0) if scan.salvaged else scan.last_seq) + 1
+            if record is not None and "seq" in record and record["seq"] != expected:
+                if record["seq"] > expected:
+                    scan.lost += record["seq"] - expected
+                if not scan.damage:
+                    problem = f"sequence number {record['seq']} where {expected} was due (records missing)"
+                    scan.damage.append(f"byte {offset} (line {number} from byte {start}): {problem}")
                 scan.salvaged.append(record)
             elif record is None:
                 scan.damage.append(f"byte {offset} (line {number} from byte {start}): checksum or format fails")
@@ -99,26 +158,27 @@ def scan_log(path: Path, start: int = 0, last_seq: int = 0, handle: BinaryIO | N
     finally:
         if own:
             handle.close()
-    return scan
 
 
 def damage_error(path: Path, scan: LogScan) -> ChangeLogDamagedError:
     index_dir = path.parent.parent
     return ChangeLogDamagedError(
-        f"{path} is damaged at {scan.damage[0]}; {len(scan.damage)} damaged line(s), "
-        f"{len(scan.records)} intact record(s) before the first and {len(scan.salvaged)} after it. "
+        f"{path} is damaged at {scan.damage[0]}; {len(scan.damage)} damaged place(s), "
+        f"{len(scan.records)} intact record(s) before the first and {len(scan.salvaged)} after it"
+        f"{f', at least {scan.lost} acknowledged record(s) lost' if scan.lost else ''}. "
         f"Acknowledged changes may be lost, so the index will not open until it is repaired: "
         f"rankstack repair {index_dir} (keeps every intact record, saves the damaged log beside it, "
         f"and reports what is lost)")
 
 
-def read_log(path: Path, start: int = 0, last_seq: int = 0,
-             handle: BinaryIO | None = None) -> tuple[list[dict[str, Any]], int, int]:
+def read_log(path: Path, start: int = 0, last_seq: int = 0, handle: BinaryIO | None = None,
+             head: Head | None = None) -> tuple[list[dict[str, Any]], int, int]:
     """Intact records from byte ``start`` on, the offset where they end, and the last sequence number.
 
-    Raises :class:`ChangeLogDamagedError` when a damaged line comes before the end.
+    Raises :class:`ChangeLogDamagedError` when a damaged line comes before the end, or when records the
+    ``head`` (read before the log) says were acknowledged are missing.
     """
-    scan = scan_log(path, start, last_seq, handle)
+    scan = scan_log(path, start, last_seq, handle, head)
     if scan.damage:
         raise damage_error(path, scan)
     return scan.records, scan.end, scan.last_seq
@@ -127,10 +187,11 @@ def read_log(path: Path, start: int = 0, last_seq: int = 0,
 @dataclass
 class RepairReport:
     kept: int
-    lost_lines: list[str]
+    lost_lines: list[str]  # where the damage was
     salvaged_after_damage: int
     torn_tail_bytes: int
     backup: Path | None
+    lost_records: int = 0  # acknowledged records known to be lost (sequence gaps, a cut-short log)
 
 
 def repair_log(path: Path) -> RepairReport:
@@ -138,7 +199,7 @@ def repair_log(path: Path) -> RepairReport:
 
     The caller holds the index's writer lock.
     """
-    scan = scan_log(path)
+    scan = scan_log(path, head=read_head(path))
     if not scan.damage and not scan.torn_tail_bytes:
         return RepairReport(len(scan.records), [], 0, 0, None)
     backup = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}")
@@ -151,8 +212,9 @@ def repair_log(path: Path) -> RepairReport:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(temporary, path)  # a new file (new inode): running readers see the change
+    write_head(path, Head(len(kept), path.stat().st_size))
     _fsync_directory(path.parent)
-    return RepairReport(len(kept), scan.damage, len(scan.salvaged), scan.torn_tail_bytes, backup)
+    return RepairReport(len(kept), scan.damage, len(scan.salvaged), scan.torn_tail_bytes, backup, scan.lost)
 
 
 def _fsync_directory(directory: Path) -> None:
@@ -167,13 +229,17 @@ class ChangeLogWriter:
     """Appends records durably. Only the single writer (see rankstack.index.live) holds one."""
 
     def __init__(self, path: Path) -> None:
-        _, valid, self._last_seq = read_log(path)  # refuses a damaged log
+        _, valid, self._last_seq = read_log(path, head=read_head(path))  # refuses a damaged log
         self.path = path
+        created = not path.exists()
         self._handle = open(path, "ab")
+        if created:
+            _fsync_directory(path.parent)
         if self._handle.tell() != valid:  # drop a torn tail left by a crash (never acknowledged)
             self._handle.truncate(valid)
             self._handle.seek(valid)
             os.fsync(self._handle.fileno())
+        write_head(path, Head(self._last_seq, valid))
 
     def append(self, records: list[dict[str, Any]]) -> None:
         """Write ``records`` and fsync; on failure the log is left exactly as it was."""
@@ -191,6 +257,7 @@ class ChangeLogWriter:
                     f"none of them was applied (the log is as before). Free some space and retry") from None
             raise
         self._last_seq += len(records)
+        write_head(self.path, Head(self._last_seq, self._handle.tell()))
 
     def _rewind(self, offset: int) -> None:
         # A partial write must not stay: the next record after it would make the log look damaged.

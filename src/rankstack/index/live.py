@@ -29,7 +29,16 @@ import numpy as np
 from rankstack.errors import DataFormatError, DiskFullError, EmptyInputError, WriterLockedError, is_disk_full
 from rankstack.ids import ID_RULE, id_problem
 from rankstack.index._index import Index, Segment
-from rankstack.index.changelog import LOG_NAME, ChangeLogWriter, RepairReport, read_log, repair_log
+from rankstack.index.changelog import (
+    LOG_NAME,
+    ChangeLogWriter,
+    LogScan,
+    RepairReport,
+    damage_error,
+    read_head,
+    read_log,
+    repair_log,
+)
 from rankstack.index.dense import DenseVectors
 from rankstack.index.lucene_bm25 import idf, posting_scores
 from rankstack.types import Doc
@@ -228,22 +237,27 @@ def apply_log_tail(index: Index) -> None:
     open, so a file that replaced either cannot have the same inode; the log itself only grows between
     replacements, and its records carry sequence numbers that must follow on.
     """
-    if _generation_changed(index):
-        index.reopen()  # a compaction swapped in a new generation of the directory
     log = _log_path(index.path)
-    try:
-        status = log.stat()
-    except FileNotFoundError:
-        status = None
-    handle = index._log_handle
-    if handle is not None and status is not None and os.fstat(handle.fileno()).st_ino == status.st_ino \
-            and status.st_size == index._log_offset:
+    if not _generation_changed(index) and _log_unchanged(index, log):
         return
     with index._refresh_lock:
+        if _generation_changed(index):
+            index.reopen()  # a compaction swapped in a new generation of the directory
         _read_log_tail(index, log)
         if _generation_changed(index):  # swapped while we read: read the new generation instead
             index.reopen()
             _read_log_tail(index, log)
+
+
+def _log_unchanged(index: Index, log: Path) -> bool:
+    """Whether the log is the one already read, to its end (checked without the lock: False when unsure)."""
+    handle = index._log_handle
+    try:
+        status = log.stat()
+        return handle is not None and os.fstat(handle.fileno()).st_ino == status.st_ino \
+            and status.st_size == index._log_offset
+    except (OSError, ValueError):  # no log, or the handle was just closed by another thread
+        return False
 
 
 def _generation_changed(index: Index) -> bool:
@@ -254,20 +268,25 @@ def _generation_changed(index: Index) -> bool:
 
 
 def _read_log_tail(index: Index, log: Path) -> None:
+    head = read_head(log)  # before the log: the writer updates it only after the log is on disk
     handle = index._log_handle
     try:
-        current = os.stat(log).st_ino
+        status: os.stat_result | None = os.stat(log)
     except FileNotFoundError:
-        current = None
-    if handle is None or current is None or os.fstat(handle.fileno()).st_ino != current:
-        # A new log (first look, repair, or none yet): read it from the start.
+        status = None
+    replaced = handle is None or status is None or os.fstat(handle.fileno()).st_ino != status.st_ino
+    if replaced or (status is not None and status.st_size < index._log_offset):
+        # A new log (first look, a repair, none yet) or one cut short in place: read it from the start.
         if handle is not None:
             handle.close()
-        index._log_handle = open(log, "rb") if current is not None else None
+        index._log_handle = open(log, "rb") if status is not None else None
         index._live, index._log_offset, index._log_seq = None, 0, 0
         if index._log_handle is None:
+            if head is not None and head.seq > 0:
+                raise damage_error(log, LogScan(damage=[f"the end: the log is missing, but {head.seq} "
+                                                        "record(s) were acknowledged"], lost=head.seq))
             return
-    new, valid, last_seq = read_log(log, index._log_offset, index._log_seq, index._log_handle)
+    new, valid, last_seq = read_log(log, index._log_offset, index._log_seq, index._log_handle, head)
     if new:
         view = index._live if index._live is not None else empty_view(index.segment)
         index._live = view.apply(new, index.analyzer)
@@ -424,9 +443,11 @@ def _remove_stale_compactions(path: Path) -> None:
     A compaction builds ``.NAME.compact-XXXX`` beside the index and, after the swap, that name holds the
     old generation until it is removed; a crash at either point leaves it behind.
     """
-    for leftover in path.parent.glob(f".{path.name}.compact-*"):
-        logger.info("removing %s, left by an interrupted compaction", leftover)
-        shutil.rmtree(leftover, ignore_errors=True)
+    # The staging directory's own build folder is named after it: "..NAME.compact-XXXX.building-YYYY".
+    for pattern in (f".{path.name}.compact-*", f"..{path.name}.compact-*"):
+        for leftover in path.parent.glob(pattern):
+            logger.info("removing %s, left by an interrupted compaction", leftover)
+            shutil.rmtree(leftover, ignore_errors=True)
     for leftover in path.parent.glob(f".{path.name}.retired-*"):
         shutil.rmtree(leftover, ignore_errors=True)
 
@@ -434,8 +455,9 @@ def _remove_stale_compactions(path: Path) -> None:
 def repair(index_path: Path) -> RepairReport:
     """Repair a damaged change log under the writer lock (see rankstack.index.changelog.repair_log)."""
     live = index_path / LIVE_DIR
-    if not (live / LOG_NAME).is_file():
+    if not (live / LOG_NAME).is_file() and read_head(live / LOG_NAME) is None:
         return RepairReport(0, [], 0, 0, None)
+    (live / LOG_NAME).touch()  # a missing log with a head: repair records the loss
     handle = _lock(live / "writer.lock", index_path)
     try:
         return repair_log(live / LOG_NAME)

@@ -1,4 +1,9 @@
-"""``manifest.json``: what an index directory holds, with a checksum of every file."""
+"""``manifest.json``: what an index directory holds, with a checksum of every file and of itself.
+
+The manifest's own checksum (``manifest_sha256``, over the rest of its content) matters as much as the
+files': it says how text is analyzed and how many documents there are, so a damaged value there (a
+stop word, the stemmer, a count) would otherwise change results without any error.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,24 @@ from rankstack.errors import IndexCorruptError, IndexFormatError, IndexNotFoundE
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_NAME = "rankstack-index"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the manifest carries a checksum of itself
+SEAL_KEY = "manifest_sha256"
+
+
+def _content_digest(manifest: dict[str, Any]) -> str:
+    content = {k: v for k, v in manifest.items() if k != SEAL_KEY}
+    canonical = json.dumps(content, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def seal_manifest(manifest: dict[str, Any]) -> dict[str, Any]:
+    """``manifest`` with its checksum (re)computed: call after any change to it."""
+    return {**{k: v for k, v in manifest.items() if k != SEAL_KEY}, SEAL_KEY: _content_digest(manifest)}
+
+
+def _write(path: Path, manifest: dict[str, Any]) -> None:
+    path.write_text(json.dumps(seal_manifest(manifest), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    _fsync(path)
 
 
 def file_checksum(path: Path) -> str:
@@ -43,10 +65,8 @@ def write_manifest(directory: Path, content: dict[str, Any]) -> dict[str, Any]:
             continue
         _fsync(path)
         files[relative] = {"sha256": file_checksum(path), "bytes": path.stat().st_size}
-    manifest = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, **content, "files": files}
-    target = directory / MANIFEST_NAME
-    target.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    _fsync(target)
+    manifest = seal_manifest({"format": FORMAT_NAME, "format_version": FORMAT_VERSION, **content, "files": files})
+    _write(directory / MANIFEST_NAME, manifest)
     return manifest
 
 
@@ -72,7 +92,20 @@ def read_manifest(directory: Path, verify_checksums: bool = True) -> dict[str, A
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise IndexFormatError(
             f"{directory} was written in index format {version}, but this rankstack reads format "
-            f"{FORMAT_VERSION} and older; upgrade with: pip install -U rankstack")
+            f"{FORMAT_VERSION}; upgrade with: pip install -U rankstack")
+    if version < FORMAT_VERSION:
+        raise IndexFormatError(
+            f"{directory} was written by an older rankstack (index format {version}); rebuild it with: "
+            f"rankstack index CORPUS -o {directory} --overwrite")
+    if manifest.get(SEAL_KEY) != _content_digest(manifest):
+        raise IndexCorruptError(
+            f"{path} does not match its own checksum (it was edited or damaged); rebuild the index with: "
+            f"rankstack index CORPUS -o {directory} --overwrite")
+    _check_files(directory, manifest, verify_checksums)
+    return manifest
+
+
+def _check_files(directory: Path, manifest: dict[str, Any], verify_checksums: bool) -> None:
     for relative, expected in manifest.get("files", {}).items():
         file = directory / relative
         if not file.is_file():
@@ -83,7 +116,6 @@ def read_manifest(directory: Path, verify_checksums: bool = True) -> dict[str, A
             raise IndexCorruptError(
                 f"{file} does not match the checksum in {MANIFEST_NAME} (the file was changed or damaged); "
                 f"rebuild the index with: rankstack index CORPUS -o {directory} --overwrite")
-    return manifest
 
 
 def update_manifest(directory: Path, prefix: str, section: tuple[str, str], section_value: dict[str, Any]) -> None:
@@ -101,6 +133,5 @@ def update_manifest(directory: Path, prefix: str, section: tuple[str, str], sect
     key, name = section
     manifest.setdefault(key, {})[name] = section_value
     temporary = directory / (MANIFEST_NAME + ".tmp")
-    temporary.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    _fsync(temporary)
+    _write(temporary, manifest)
     os.replace(temporary, path)
