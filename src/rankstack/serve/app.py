@@ -8,6 +8,7 @@ from __future__ import annotations
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import unquote
 
 from fastapi import FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -17,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rankstack import __version__
-from rankstack.errors import RankstackError, WriterLockedError, http_status_for
+from rankstack.errors import DataFormatError, RankstackError, WriterLockedError, http_status_for
 from rankstack.serve.service import MAX_K, MAX_QUERY_CHARS, SearchService
 from rankstack.serve.snippets import highlight
 from rankstack.stages import stage_names
@@ -46,6 +47,25 @@ def _presented_key(authorization: str | None, x_api_key: str | None) -> str | No
     if authorization and authorization.lower().startswith("bearer "):
         return authorization[7:].strip()
     return x_api_key
+
+
+def _doc_id(request: Request, routed: str) -> str:
+    """The document id as the client sent it: the raw path after the route's prefix, decoded once.
+
+    Some ASGI servers and test clients decode the path twice, which would turn an id "a%2Fb" into "a/b".
+    """
+    raw = request.scope.get("raw_path")
+    marker = "/docs/" if request.url.path.startswith("/v1/") else "/doc/"
+    if not raw:
+        return routed
+    text = raw.decode("latin-1")
+    position = text.find(marker)
+    if position < 0:
+        return routed
+    try:
+        return unquote(text[position + len(marker):], encoding="utf-8", errors="strict")
+    except UnicodeDecodeError:
+        raise DataFormatError("the document id in the path is not valid UTF-8 once percent-decoded") from None
 
 
 def _error(status: int, kind: str, message: str, details: Any = None) -> JSONResponse:
@@ -102,23 +122,23 @@ def create_app(service: SearchService) -> FastAPI:
         return (await service.search(body.query, body.k, body.pipeline)).to_json()
 
     @app.get("/v1/docs/{doc_id:path}")
-    async def document(doc_id: str) -> dict[str, str]:
-        return service.document(doc_id)
+    async def document(request: Request, doc_id: str) -> dict[str, str]:
+        return service.document(_doc_id(request, doc_id))
 
     @app.put("/v1/docs/{doc_id:path}")
-    async def put_document(doc_id: str, body: DocumentBody,
+    async def put_document(request: Request, doc_id: str, body: DocumentBody,
                            authorization: Annotated[str | None, Header()] = None,
                            x_api_key: Annotated[str | None, Header()] = None) -> dict[str, str]:
         """Add or replace a document (needs the API key the server was started with)."""
         service.check_write_access(_presented_key(authorization, x_api_key))
-        return await service.put_document(doc_id, body.title, body.text)
+        return await service.put_document(_doc_id(request, doc_id), body.title, body.text)
 
     @app.delete("/v1/docs/{doc_id:path}")
-    async def delete_document(doc_id: str, authorization: Annotated[str | None, Header()] = None,
+    async def delete_document(request: Request, doc_id: str, authorization: Annotated[str | None, Header()] = None,
                               x_api_key: Annotated[str | None, Header()] = None) -> dict[str, str]:
         """Delete a document (needs the API key the server was started with)."""
         service.check_write_access(_presented_key(authorization, x_api_key))
-        return await service.delete_document(doc_id)
+        return await service.delete_document(_doc_id(request, doc_id))
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page(request: Request, q: str = "", k: int = 10, pipeline: str = "") -> HTMLResponse:
@@ -143,7 +163,7 @@ def create_app(service: SearchService) -> FastAPI:
     @app.get("/doc/{doc_id:path}", response_class=HTMLResponse, include_in_schema=False)
     async def document_page(request: Request, doc_id: str, q: str = "") -> HTMLResponse:
         try:
-            doc = service.document(doc_id)
+            doc = service.document(_doc_id(request, doc_id) if request.url.path.startswith("/doc/") else doc_id)
         except RankstackError as error:
             return TEMPLATES.TemplateResponse(request, "document.html", {"doc": None, "error": str(error), "q": q},
                                               status_code=404)
