@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from rankstack.errors import PipelineError
-from rankstack.stages._ranking import top_rows
+from rankstack.ranking import top_rows
 from rankstack.stages.base import DEFAULT_RETRIEVAL_DEPTH, ProgressFactory, SearchContext, Stage
 from rankstack.stages.registry import register_keyword_stage
 from rankstack.types import Query, Run, ScoredDoc

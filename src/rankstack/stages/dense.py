@@ -10,7 +10,7 @@ import numpy as np
 
 from rankstack.errors import PipelineError, RankstackError
 from rankstack.models.loading import canonical_model_id
-from rankstack.stages._ranking import top_rows
+from rankstack.ranking import top_rows
 from rankstack.stages.base import DEFAULT_RETRIEVAL_DEPTH, ProgressFactory, SearchContext, Stage
 from rankstack.stages.registry import register_keyword_stage
 from rankstack.types import Query, Run, ScoredDoc

@@ -1,4 +1,4 @@
-"""Turning a score per row into a ranked, tie-stable list of hits, with numpy only."""
+"""Ranking helpers below both the index and the stages: a score per row to a ranked, tie-stable list of rows."""
 
 from __future__ import annotations
 
