@@ -1,12 +1,17 @@
-"""Shared by the benchmarks: machine facts, timing, and the check that the data is there."""
+"""Shared by the benchmarks: machine facts, timing, the check that the data is there, and the one results
+file layout every benchmark writes (``write_result``)."""
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import sys
+import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -136,3 +141,157 @@ def cpu_class() -> str:
         if flag in flags:
             return name
     return "baseline"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Results: one file per benchmark and CPU class, benchmarks/results/<benchmark>_<cpu class>.json, holding every
+# variant of that benchmark measured on that class of machine:
+#
+#   {"benchmark": str, "schema_version": 1, "cpu_class": str,
+#    "machine": {...machine_info(), "cpu_flags": cpu_flags()}        (of the latest write),
+#    "variants": {name: {"settings": {}, "systems": {}, "ratios": {}, "targets": {}, "targets_met": {},
+#                        "measured_at": ISO 8601 UTC or null, "machine": {...} (of that run), ...extra}}}
+#
+# targets: name -> the threshold, a number (a lower bound unless the name says otherwise: "..._at_most_...",
+# "..._max") or a sentence where a number would not say it; targets_met: the same names -> bool. A benchmark for
+# which no target was ever stated records {} for both.
+
+SCHEMA_VERSION = 1
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+RESULT_KEYS = ("benchmark", "schema_version", "cpu_class", "machine", "variants")
+VARIANT_KEYS = ("settings", "systems", "ratios", "targets", "targets_met", "measured_at")
+# cpu_class()'s names, plus "unrecorded" for results migrated from files that did not record the CPU
+CPU_CLASSES = ("amx-bf16", "avx512-bf16", "avx512-vnni", "avx2", "baseline", "unknown", "unrecorded")
+
+
+def result_path(benchmark: str, cpu: str, directory: Path | None = None) -> Path:
+    return (directory or RESULTS_DIR) / f"{benchmark}_{cpu}.json"
+
+
+def result_machine(packages: Sequence[str] = (), **extra: Any) -> dict[str, Any]:
+    """``machine_info`` plus the CPU model and instruction-set flags."""
+    return {**machine_info(packages, **extra), "cpu_flags": cpu_flags()}
+
+
+def _plain_bools(targets: dict[str, Any], targets_met: dict[str, Any]) -> dict[str, bool]:
+    if set(targets) != set(targets_met):
+        raise ValueError(f"targets_met must name exactly the targets: targets {sorted(targets)}, "
+                         f"targets_met {sorted(targets_met)}")
+    met = {}
+    for name, value in targets_met.items():
+        if not isinstance(value, bool) and getattr(getattr(value, "dtype", None), "kind", None) != "b":
+            # a numpy bool (a comparison of numpy figures) passes, written as a plain bool
+            raise ValueError(f"targets_met[{name!r}] must be a bool, got {value!r}")
+        met[name] = bool(value)
+    return met
+
+
+def write_result(benchmark: str, *, settings: dict[str, Any], systems: dict[str, Any], ratios: dict[str, Any],
+                 targets: dict[str, Any], targets_met: dict[str, Any], variant: str = "default",
+                 extra: dict[str, Any] | None = None, machine: dict[str, Any] | None = None,
+                 output: Path | None = None) -> Path:
+    """Record one variant of a benchmark in ``results/<benchmark>_<cpu class>.json`` (or ``output``).
+
+    Other variants in the file are kept; a variant of the same name is replaced. ``machine`` defaults to
+    ``result_machine()`` (pass ``result_machine(packages, **facts)`` for more). The file is replaced atomically
+    (a temporary file in the same folder, then ``os.replace``), under a lock on the folder, so a reader never
+    sees half a file and two benchmarks finishing at once do not drop each other's variant.
+    """
+    if not isinstance(variant, str) or not variant:
+        raise ValueError(f"variant must be a non-empty name, got {variant!r}")
+    met = _plain_bools(targets, targets_met)
+    clash = set(extra or {}) & {*VARIANT_KEYS, "machine"}
+    if clash:
+        raise ValueError(f"extra may not set the schema's own keys: {sorted(clash)}")
+    cpu = cpu_class()
+    machine = machine if machine is not None else result_machine()
+    body = {"settings": settings, "systems": systems, "ratios": ratios, "targets": targets, "targets_met": met,
+            "measured_at": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine, **(extra or {})}
+    path = output or result_path(benchmark, cpu)
+    return merge_variants(path, benchmark=benchmark, cpu=cpu, machine=machine, variants={variant: body})
+
+
+def merge_variants(path: Path, *, benchmark: str, cpu: str, machine: dict[str, Any],
+                   variants: dict[str, dict[str, Any]], lock: bool = True) -> Path:
+    """Add ``variants`` to the results file at ``path`` (created if missing), replacing those of the same name.
+    ``lock=False`` only for a caller that already holds the folder's lock (flock does not nest)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _folder_lock(path.parent) if lock else nullcontext():
+        document = _read_result(path, benchmark, cpu, variants)
+        kept = document.get("variants", {}) if document else {}
+        merged = {**kept, **variants}
+        document = {"benchmark": benchmark, "schema_version": SCHEMA_VERSION, "cpu_class": cpu, "machine": machine,
+                    "variants": {name: merged[name] for name in sorted(merged)}}
+        write_json_atomically(path, document)
+    return path
+
+
+def _read_result(path: Path, benchmark: str, cpu: str, variants: dict[str, Any]) -> dict[str, Any] | None:
+    """The file's current document, an old-layout file first migrated; refuse (saving the new figures aside)
+    when it cannot be read or is another benchmark's or CPU class's."""
+    if not path.is_file():
+        return None
+    problem = None
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        document, problem = None, f"cannot be read as JSON ({error})"
+    if isinstance(document, dict) and "schema_version" not in document:
+        # written before this layout (e.g. by an older script): fold it in as its own variant first
+        try:
+            _migrate_old_files([path])
+        except Exception as error:  # refused below, with this run's figures saved aside
+            problem = f"is in an old layout that could not be migrated ({error})"
+        else:
+            return _read_result(path, benchmark, cpu, variants)
+    if problem is None and (not isinstance(document, dict) or document.get("schema_version") != SCHEMA_VERSION):
+        problem = f"has schema_version {document.get('schema_version') if isinstance(document, dict) else None}"
+    if problem is None and (document.get("benchmark"), document.get("cpu_class")) != (benchmark, cpu):
+        problem = f"holds {document.get('benchmark')!r} on {document.get('cpu_class')!r}, not {benchmark!r} on {cpu!r}"
+    if problem is None:
+        return document
+    handle, aside = tempfile.mkstemp(prefix=f"{benchmark}-unmerged-", suffix=".json")
+    with os.fdopen(handle, "w", encoding="utf-8") as sink:
+        json.dump({"benchmark": benchmark, "cpu_class": cpu, "variants": variants}, sink, indent=2)
+    raise ValueError(f"{path} {problem}; not overwritten. This run's figures were saved to {aside}")
+
+
+def _migrate_old_files(paths: list[Path]) -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("migrate_results", Path(__file__).with_name("migrate_results.py"))
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.migrate(paths, lock=False)
+
+
+@contextmanager
+def _folder_lock(folder: Path) -> Iterator[None]:
+    """An exclusive lock on the results folder itself (no lock file left behind); none where fcntl is missing."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        yield
+        return
+    handle = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(handle)  # closing releases the lock
+
+
+def write_json_atomically(path: Path, document: Any) -> None:
+    """Write ``document`` as JSON to a temporary file beside ``path``, flush it to disk, then rename it over
+    ``path``: a reader sees the old file or the new one, never a part; a failure leaves the old one as it was."""
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as sink:
+            sink.write(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+            sink.flush()
+            os.fsync(sink.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise

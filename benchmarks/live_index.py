@@ -4,7 +4,8 @@
 
 Measures add throughput (docs/s, each batch durable in the log before the call returns), BM25 query
 latency with the changes live and after compaction, compaction time, and checks that nDCG@10 (and
-every score) equals that of an index built from scratch on the final corpus.
+every score) equals that of an index built from scratch on the final corpus. Results go to
+results/live_index_<cpu class>.json (variant ``default``; see ``_common.write_result``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import machine_info, require_data
+from _common import require_data, result_machine, write_result
 
 from rankstack.evaluate import evaluate
 from rankstack.index import Index, build_index
@@ -28,7 +29,8 @@ from rankstack.stages import BM25, SearchContext
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "scifact"
-DEFAULT_OUTPUT = REPO_ROOT / "benchmarks" / "results" / "live_index.json"
+LIVE_EQUALS_FRESH = ("nDCG@10 of the live index before compaction == after compaction == an index built from "
+                     "scratch on the final corpus")
 
 
 def query_latency_ms(index: Index, queries: list, repeats: int = 3) -> float:
@@ -51,7 +53,7 @@ def effectiveness(index: Index, queries: list, qrels: list) -> tuple[float, dict
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
+    parser.add_argument("--output", type=Path, default=None, help="default: results/live_index_<cpu class>.json")
     parser.add_argument("--batch-size", type=int, default=100)
     args = parser.parse_args()
     require_data(args.data)
@@ -98,9 +100,7 @@ def main() -> None:
             worst = max(worst, float(difference.max()) if difference.size else 0.0)
         return worst
 
-    result = {
-        "benchmark": "live_index", "dataset": "scifact", "docs": len(docs), "initial_docs": half,
-        "machine": machine_info(),
+    figures = {
         "add": {"docs": len(docs) - half, "batch_size": args.batch_size, "seconds": added_seconds,
                 "docs_per_s": (len(docs) - half) / added_seconds},
         "delete": {"docs": len(report.deleted), "seconds": delete_seconds},
@@ -113,13 +113,16 @@ def main() -> None:
         "query_latency_ms": {"live_before_compaction": latency_live, "after_compaction": latency_compacted,
                              "fresh_build": latency_fresh, "note": "BM25, top 1000, one query per call, best of 3"},
     }
-    result["targets_met"] = {"ndcg_equals_fresh": live_ndcg == fresh_ndcg == compacted_ndcg}
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    print(json.dumps({k: result[k] for k in ("add", "re_add", "compact_seconds", "ndcg@10",
-                                             "max_abs_score_difference_vs_fresh", "query_latency_ms")}, indent=1),
+    output = write_result(
+        "live_index", settings={"dataset": "scifact", "docs": len(docs), "initial_docs": half},
+        systems={"rankstack": figures}, ratios={},
+        targets={"ndcg_equals_fresh": LIVE_EQUALS_FRESH},
+        targets_met={"ndcg_equals_fresh": live_ndcg == fresh_ndcg == compacted_ndcg},
+        machine=result_machine(), output=args.output)
+    print(json.dumps({k: figures[k] for k in ("add", "re_add", "compact_seconds", "ndcg@10",
+                                              "max_abs_score_difference_vs_fresh", "query_latency_ms")}, indent=1),
           file=sys.stderr)
-    print(f"wrote {args.output}", file=sys.stderr)
+    print(f"wrote {output}", file=sys.stderr)
 
 
 if __name__ == "__main__":

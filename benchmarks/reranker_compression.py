@@ -2,7 +2,7 @@
 nDCG@10 on the SciFact test queries, same candidates, same backend, in one run.
 
     python benchmarks/reranker_compression.py --teacher DIR --student DIR [--first-stage bm25%30]
-        [--precisions auto,int8] [--queries 300]      (int8: layer-dropped students only)
+        [--precisions auto,int8] [--queries 300] [--variant NAME]      (int8: layer-dropped students only)
 
 The teacher comes from ``rankstack train cross-encoder``; the student from ``rankstack train distil``
 (fewer layers) or ``rankstack train split`` (lower layers split by segment, the documents' side
@@ -11,18 +11,33 @@ an index-time cost). No weights are in the repository, so the benchmark needs th
 
 Both are loaded and prepared first; then they take turns, ``--block`` queries at a time, so that a
 drift in the machine's speed during the run weighs on both alike.
+
+Every run is one variant of results/reranker_compression_<cpu class>.json (see ``_common.write_result``), named
+by ``--variant`` or else after the student's training card (``split_2of6_pruned``, ``distilled_layers_1_3_5_of_6``,
+``soup_of_2_2of6_pruned_query_reads_document``; the precisions added when not ``auto``). Two students with the
+same card facts (e.g. split runs on different pseudo-queries) need their own ``--variant``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
-from _common import describe_model, judged_test_queries, machine_info, require_data
+from _common import (
+    cpu_class,
+    describe_model,
+    judged_test_queries,
+    require_data,
+    result_machine,
+    result_path,
+    write_result,
+)
 
 from rankstack.evaluate import evaluate
 from rankstack.models.encoder import resolve_precision
@@ -32,7 +47,8 @@ from rankstack.types import Run
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "scifact"
-DEFAULT_OUTPUT = REPO_ROOT / "benchmarks" / "results" / "reranker_compression.json"
+TARGET_SPEEDUP = 1.8  # teacher's ms/query over the student's
+TARGET_NDCG_LOSS = 0.01  # the student's nDCG@10 at most this much below the teacher's
 
 
 def layers_of(model_dir: str) -> int | None:
@@ -49,12 +65,41 @@ def split_costs(reranker: CrossEncoderReranker, cache: object, seconds: float) -
             "precomputed_mib": cache.bytes / 2**20}  # type: ignore[attr-defined]
 
 
+def derived_variant(student: Any, precisions: str) -> str:
+    """A variant name from what ``describe_model`` says of the student (its directory name when it has no
+    training card), plus the precisions when they are not just ``auto``."""
+    if isinstance(student, dict):
+        kind = str(student.get("trained_by", "")).removeprefix("rankstack train ")
+        parts = [f"soup_of_{len(student['soup_of'])}" if student.get("soup_of")
+                 else {"distil": "distilled"}.get(kind, kind)]
+        layers = student.get("layers")
+        if isinstance(layers, dict) and "local_layers" in layers:  # a split layout
+            parts.append(f"{layers['local_layers']}of{layers.get('layers')}")
+            parts += [flag for flag in ("pruned", "query_reads_document")
+                      if layers.get({"pruned": "prune"}.get(flag, flag))]
+        elif isinstance(layers, dict) and "kept" in layers:  # layers dropped
+            parts.append(f"layers_{'_'.join(map(str, layers['kept']))}_of_{layers.get('teacher')}")
+        elif layers:
+            parts.append(f"{layers}_layers")
+        if student.get("initialised_from"):
+            parts.append("second_round")
+    else:
+        parts = [Path(str(student)).name or str(student)]
+    if precisions != "auto":
+        parts.append(precisions)
+    return re.sub(r"[^a-z0-9]+", "_", "_".join(parts).lower()).strip("_") or "default"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--teacher", required=True, help="the full trained cross-encoder")
     parser.add_argument("--student", required=True, help="the compressed one")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
+    parser.add_argument("--output", type=Path, default=None,
+                        help="default: results/reranker_compression_<cpu class>.json")
+    parser.add_argument("--variant", default=None,
+                        help="name of this run in the results file (default: derived from the student's training "
+                             "card and the precisions); a variant of the same name is replaced")
     parser.add_argument("--first-stage", default="bm25%30", help="candidates to rerank")
     parser.add_argument("--precisions", default="auto", help="comma-separated: auto, fp32, bf16, int8")
     parser.add_argument("--queries", type=int, default=300, help="first N judged test queries")
@@ -64,6 +109,11 @@ def main() -> None:
                              "would include recomputing dropped ones)")
     args = parser.parse_args()
     require_data(args.data)
+    variant = args.variant or derived_variant(describe_model(args.student), args.precisions)
+    target = args.output or result_path("reranker_compression", cpu_class())
+    if target.is_file() and variant in json.loads(target.read_text(encoding="utf-8")).get("variants", {}):
+        print(f"note: this run will replace variant {variant!r} of {target.name}; pass --variant to keep both",
+              file=sys.stderr)
     _, queries, qrels, index = judged_test_queries(args.data, args.queries)
     context = SearchContext(ignore_identical_ids=True)
     candidates = parse_pipeline(args.first_stage, index).transform(queries, context=context)
@@ -104,21 +154,21 @@ def main() -> None:
         del prepared
     first = args.precisions.split(",")[0]
     teacher, student = rows[f"teacher/{first}"], rows[f"student/{first}"]
-    report = {
-        "benchmark": "reranker_compression", "dataset": "scifact", "queries": len(queries),
-        "first_stage": args.first_stage, "timing": f"teacher and student take turns, {args.block} queries at a time",
-        "first_stage_ndcg@10": evaluate(candidates, qrels, ["nDCG@10"]).aggregate[
-            "nDCG@10"],
-        "machine": machine_info(("torch", "sentence-transformers", "transformers")), "results": rows,
-        "speedup": teacher["ms_per_query"] / student["ms_per_query"],
-        "ndcg_delta": student["ndcg@10"] - teacher["ndcg@10"],
-    }
-    report["targets_met"] = {"speedup_at_least_1.8x": report["speedup"] >= 1.8,
-                             "ndcg_loss_at_most_0.01": report["ndcg_delta"] >= -0.01}
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    print(f"student {report['speedup']:.2f}x faster, nDCG@10 {report['ndcg_delta']:+.4f}; wrote {args.output}",
-          file=sys.stderr)
+    ratios = {"speedup": teacher["ms_per_query"] / student["ms_per_query"],
+              "ndcg_delta": student["ndcg@10"] - teacher["ndcg@10"]}
+    speed_target, ndcg_target = f"speedup_at_least_{TARGET_SPEEDUP:g}x", f"ndcg_loss_at_most_{TARGET_NDCG_LOSS:g}"
+    output = write_result(
+        "reranker_compression", variant=variant,
+        settings={"dataset": "scifact", "queries": len(queries), "first_stage": args.first_stage,
+                  "timing": f"teacher and student take turns, {args.block} queries at a time"},
+        systems=rows, ratios=ratios,
+        targets={speed_target: TARGET_SPEEDUP, ndcg_target: TARGET_NDCG_LOSS},
+        targets_met={speed_target: ratios["speedup"] >= TARGET_SPEEDUP,
+                     ndcg_target: ratios["ndcg_delta"] >= -TARGET_NDCG_LOSS},
+        extra={"first_stage_ndcg@10": evaluate(candidates, qrels, ["nDCG@10"]).aggregate["nDCG@10"]},
+        machine=result_machine(("torch", "sentence-transformers", "transformers")), output=target)
+    print(f"student {ratios['speedup']:.2f}x faster, nDCG@10 {ratios['ndcg_delta']:+.4f}; wrote variant {variant!r} "
+          f"of {output}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -5,14 +5,14 @@
 Starts the server as a separate process on 127.0.0.1 (a free port) over the SciFact index (built or
 reused from rankstack's cache, with dense vectors), sends a bounded number of requests per setting
 (stopping early at a time cap), and records requests/s, p50 and p99 latency and the error count.
-Micro-batching should make the neural pipeline's throughput grow with concurrency.
+Micro-batching should make the neural pipeline's throughput grow with concurrency. Results go to
+results/serve_load_<cpu class>.json (variant ``default``; see ``_common.write_result``).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import socket
 import statistics
 import subprocess
@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from _common import machine_info, require_data
+from _common import require_data, result_machine, write_result
 
 from rankstack.index.cache import open_or_build
 from rankstack.io import BeirDataset
@@ -30,9 +30,9 @@ from rankstack.stages import parse_pipeline
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "scifact"
-DEFAULT_OUTPUT = REPO_ROOT / "benchmarks" / "results" / "serve_load.json"
 PIPELINES = {"bm25": "bm25", "neural": "dense"}
 CONCURRENCY = (1, 8, 32)
+TARGET_NEURAL_SCALING = 1.5  # requests/s at 32 clients over 1 client, neural pipeline
 
 
 def free_port() -> int:
@@ -97,7 +97,7 @@ async def load(base: str, pipeline: str, queries: list[str], clients: int, total
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
+    parser.add_argument("--output", type=Path, default=None, help="default: results/serve_load_<cpu class>.json")
     parser.add_argument("--requests", type=int, default=600, help="requests per setting (upper bound)")
     parser.add_argument("--seconds", type=float, default=60.0, help="time cap per setting")
     args = parser.parse_args()
@@ -126,20 +126,20 @@ def main() -> None:
     neural = {row["clients"]: row["requests_per_s"] for row in results["neural"]}
     scaling = neural[32] / neural[1]
     total_errors = sum(row["errors"] for rows in results.values() for row in rows)
-    report = {
-        "benchmark": "serve_load", "dataset": "scifact", "pipelines": PIPELINES,
-        "machine": machine_info(),
-        "settings": {"requests_per_setting": args.requests, "seconds_cap": args.seconds, "k": 10,
-                     "target": "loopback only (127.0.0.1)"},
-        "results": results,
-        "neural_rps_32_over_1": scaling,
-        "targets_met": {"zero_errors": total_errors == 0, "neural_scaling_at_least_1.5x": scaling >= 1.5},
-    }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    print(f"neural req/s at 32 clients / at 1 client: {scaling:.2f} (target >= 1.5); errors: {total_errors}",
-          file=sys.stderr)
-    print(f"wrote {args.output}", file=sys.stderr)
+    output = write_result(
+        "serve_load",
+        settings={"requests_per_setting": args.requests, "seconds_cap": args.seconds, "k": 10,
+                  "target": "loopback only (127.0.0.1)", "dataset": "scifact", "pipelines": PIPELINES},
+        systems=results,
+        ratios={"neural_rps_32_over_1": scaling},
+        targets={"zero_errors": "no failed request in any setting",
+                 f"neural_scaling_at_least_{TARGET_NEURAL_SCALING:g}x": TARGET_NEURAL_SCALING},
+        targets_met={"zero_errors": total_errors == 0,
+                     f"neural_scaling_at_least_{TARGET_NEURAL_SCALING:g}x": scaling >= TARGET_NEURAL_SCALING},
+        machine=result_machine(("fastapi", "uvicorn", "httpx")), output=args.output)
+    print(f"neural req/s at 32 clients / at 1 client: {scaling:.2f} (target >= {TARGET_NEURAL_SCALING:g}); "
+          f"errors: {total_errors}", file=sys.stderr)
+    print(f"wrote {output}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ Builds a fresh SciFact index in a temporary directory, serves it on 127.0.0.1 (a
 and, until the deadline, runs search clients, one writer (PUT/DELETE) and a `rankstack compact` every
 --compact-every seconds, sampling the server's RSS each second. Only writes the server acknowledged (2xx) are
 applied to the expected state, which the final corpus must then equal. Run by hand; not part of the test suite.
+Results go to results/soak_<cpu class>.json (variant ``default``; see ``_common.write_result``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import os
 import random
 import secrets
 import shutil
@@ -29,7 +29,7 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
-from _common import cpu_class, cpu_flags, machine_info, require_data
+from _common import require_data, result_machine, write_result
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "scifact"
@@ -351,7 +351,6 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=None, help="default: results/soak_<cpu class>.json")
     args = parser.parse_args()
     require_data(args.data)
-    output = args.output or REPO_ROOT / "benchmarks" / "results" / f"soak_{cpu_class()}.json"
     work = Path(tempfile.mkdtemp(prefix="rankstack-soak-"))
     try:
         result = run_soak(args, work)
@@ -363,15 +362,12 @@ def main() -> None:
            "lost_acknowledged_writes": result["final_check"]["lost_acknowledged_writes"] == 0,
            "rss_growth_after_warmup_pct_max": growth is not None and growth <= 10,
            "minutes_min": args.minutes >= 10}
-    report = {"benchmark": "soak",
-              "settings": {"minutes": args.minutes, "search_clients": args.search_clients, "writers": 1,
-                           "compact_every_s": args.compact_every, "dataset": args.data.name},
-              "machine": machine_info(("fastapi", "uvicorn", "httpx"), cpu_class=cpu_class(), cpu_flags=cpu_flags()),
-              "systems": {"rankstack_serve": result}, "targets": targets, "targets_met": met}
-    output.parent.mkdir(parents=True, exist_ok=True)
-    partial = output.with_name(output.name + ".tmp")
-    partial.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    os.replace(partial, output)  # a reader never sees half a file
+    output = write_result(  # atomically: a reader never sees half a file
+        "soak",
+        settings={"minutes": args.minutes, "search_clients": args.search_clients, "writers": 1,
+                  "compact_every_s": args.compact_every, "dataset": args.data.name},
+        systems={"rankstack_serve": result}, ratios={}, targets=targets, targets_met=met,
+        machine=result_machine(("fastapi", "uvicorn", "httpx")), output=args.output)
     print(summary(result, met), file=sys.stderr)
     print(f"wrote {output}", file=sys.stderr)
 

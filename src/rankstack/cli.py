@@ -14,8 +14,8 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from rankstack import __version__
 from rankstack._console import ProgressBars, progress_bar, stderr, stdout
+from rankstack._version import __version__
 from rankstack.errors import DiskFullError, EmptyInputError, RankstackError, exit_code_for
 from rankstack.types import Doc, Run
 

@@ -18,7 +18,7 @@ import torch  # noqa: E402
 from rankstack.errors import RankstackError  # noqa: E402
 from rankstack.index import Index  # noqa: E402
 from rankstack.models.cross_heads import SegmentSimilarity  # noqa: E402
-from rankstack.models.split_cross import (  # noqa: E402
+from rankstack.models.split import (  # noqa: E402
     DocumentStateCache,
     SplitCrossEncoder,
     SplitLayout,
@@ -120,7 +120,7 @@ def test_stored_states_serve_the_same_model_only_and_survive_a_bad_file(tiny_ind
     del first
     gc.collect()  # as after a restart: no scorer holds the cache in memory
     again = SplitScorer(_tiny(query_reads_document=query_reads_document), "fp32", batch_size=4, cache_mb=64)
-    with caplog.at_level(logging.INFO, logger="rankstack.models.split_cross"):
+    with caplog.at_level(logging.INFO, logger="rankstack.models.split"):
         again.precompute(tiny_index, None, store)
     assert f"loaded {tiny_index.num_docs} documents' states" in caplog.text
     assert again.cache.computed == 0 and len(again.cache) == tiny_index.num_docs

@@ -55,7 +55,7 @@ def evaluate(run: Run, qrels: Iterable[Qrel], measures: str | Sequence[str] | Se
     import ir_measures
 
     if isinstance(measures, str) or (measures and isinstance(next(iter(measures)), str)):
-        parsed = parse_measures(measures, relevance_threshold)  # type: ignore[arg-type]
+        parsed = parse_measures(measures, relevance_threshold)
     else:
         parsed = list(measures)
     qrel_rows = [ir_measures.Qrel(q.query_id, q.doc_id, q.relevance) for q in qrels]

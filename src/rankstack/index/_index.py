@@ -22,6 +22,7 @@ from rankstack.index.docstore import DocStore
 from rankstack.index.live_view import LiveView, empty_view
 from rankstack.index.segment import Segment
 from rankstack.index.sparse import SparseIndex
+from rankstack.index.view import IndexView
 from rankstack.text.analyzer import LuceneEnglishAnalyzer
 
 LIVE_DIR = "live"
@@ -91,7 +92,7 @@ class Index:
         self._segment.reload_manifest()
 
     # --- the current state, live changes included ---
-    def view(self) -> Any:
+    def view(self) -> IndexView:
         """A consistent snapshot (Segment or LiveView) to read documents and scores from."""
         self.refresh()
         return self._live if self._live is not None else self._segment

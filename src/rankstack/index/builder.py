@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from rankstack import __version__
+from rankstack._version import __version__
 from rankstack.errors import DiskFullError, EmptyInputError, RankstackError, is_disk_full
 from rankstack.ids import check_id
 from rankstack.index.docstore import DocStoreWriter

@@ -175,7 +175,7 @@ def write_dense_vectors(index_path: Path, key: str, meta: dict[str, Any], vector
 def decode_vectors(files: dict[str, np.ndarray]) -> np.ndarray:
     vectors = files["vectors.npy"]
     if vectors.dtype == np.int8:
-        return vectors.astype(np.float32) * files["scales.npy"]
+        return np.asarray(vectors.astype(np.float32) * files["scales.npy"], dtype=np.float32)
     return np.ascontiguousarray(vectors, dtype=np.float32)
 
 
@@ -235,5 +235,7 @@ class DenseVectors:
         if method == "hnsw":
             graph = self.hnsw_index()
             graph.hnsw.efSearch = max(ef_search, count)
-            return graph.search(queries, count)
-        return self._exact_index().search(queries, count)
+            scores, rows = graph.search(queries, count)
+        else:
+            scores, rows = self._exact_index().search(queries, count)
+        return np.asarray(scores, dtype=np.float32), np.asarray(rows, dtype=np.int64)

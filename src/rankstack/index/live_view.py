@@ -152,7 +152,7 @@ class LiveView:
             added = [a.vectors[key] for a in self.added] if self.added else []
             matrix = np.vstack([vectors.vectors, *[v[None, :] for v in added]]) if added else vectors.vectors
             self._cache[cache_key] = matrix
-        return self._cache[cache_key]
+        return np.asarray(self._cache[cache_key])
 
     def dense_search(self, vectors: DenseVectors, queries: np.ndarray, count: int, method: str, ef_search: int
                      ) -> tuple[np.ndarray, np.ndarray]:

@@ -116,7 +116,7 @@ class Segment:
         term_ids = [vocab[t] for t in terms if t in vocab]
         if not term_ids:
             return None
-        return self.bm25_retriever(k1, b).get_scores_from_ids(term_ids)
+        return np.asarray(self.bm25_retriever(k1, b).get_scores_from_ids(term_ids), dtype=np.float32)
 
     def get_docs(self, doc_ids: list[str]) -> dict[str, Doc]:
         return self.docstore.get_many(doc_ids)

@@ -17,7 +17,7 @@ from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from rankstack import __version__
+from rankstack._version import __version__
 from rankstack.errors import DataFormatError, RankstackError, WriterLockedError, http_status_for
 from rankstack.serve.service import MAX_K, MAX_QUERY_CHARS, SearchService
 from rankstack.serve.snippets import highlight

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -12,6 +12,9 @@ from rankstack.ranking import top_rows
 from rankstack.stages.base import DEFAULT_RETRIEVAL_DEPTH, ProgressFactory, SearchContext, Stage
 from rankstack.stages.registry import register_keyword_stage
 from rankstack.types import Query, Run, ScoredDoc
+
+if TYPE_CHECKING:
+    from rankstack.index.view import IndexView
 
 _MIN_SCORE = float(np.finfo(np.float32).tiny)  # a document matching no query term scores 0: never a hit
 _NO_DOC_IDS = np.array([], dtype=object)
@@ -43,7 +46,7 @@ class BM25(Stage):
         """Compute the score matrix for (k1, b) now, so the first query's timing does not include it."""
         self.index.bm25_retriever(self.k1, self.b)
 
-    def score_all(self, view: Any, text: str) -> np.ndarray | None:
+    def score_all(self, view: IndexView, text: str) -> np.ndarray | None:
         """Scores of every row of ``view`` for one query, or None when no query term is indexed."""
         return view.bm25_scores(self.index.analyzer.analyze(text), self.k1, self.b)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -14,6 +14,10 @@ from rankstack.ranking import top_rows
 from rankstack.stages.base import DEFAULT_RETRIEVAL_DEPTH, ProgressFactory, SearchContext, Stage
 from rankstack.stages.registry import register_keyword_stage
 from rankstack.types import Query, Run, ScoredDoc
+
+if TYPE_CHECKING:  # torch stays unimported until a dense stage runs
+    from rankstack.index.dense import DenseVectors
+    from rankstack.models.encoder import BiEncoder
 
 _DEFAULTS: dict[str, Any] = {"model": "default", "precision": "auto", "search": "exact", "ef_search": 256,
                              "query_prefix": "", "doc_prefix": ""}
@@ -57,7 +61,7 @@ class Dense(Stage):
         return {**_DEFAULTS, "model": canonical_model_id("default")}
 
     @property
-    def encoder(self):  # noqa: ANN201 - BiEncoder, imported lazily with torch
+    def encoder(self) -> BiEncoder:
         from rankstack.models.encoder import load_encoder
 
         return load_encoder(self.model, self.precision, self.query_prefix, self.doc_prefix)
@@ -88,8 +92,8 @@ class Dense(Stage):
             self._rescore(view, queries, query_vectors, candidates, run, context)
         return run
 
-    def _vectors(self):  # noqa: ANN202 - DenseVectors
-        vectors = self.index.dense_vectors(self.model, self.encoder.precision)
+    def _vectors(self) -> DenseVectors:
+        vectors: DenseVectors | None = self.index.dense_vectors(self.model, self.encoder.precision)
         if vectors is None:
             raise RankstackError(
                 f"the index at {self.index.path} has no vectors for '{self.model}'; add them with: "

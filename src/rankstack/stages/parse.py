@@ -131,7 +131,8 @@ class _Parser:
             stage = factory(self.index, *positional, **keywords)
         except TypeError as error:
             raise self.fail(token, f"{token.text}: {error}") from None
-        return stage.pipeline()
+        pipeline: Pipeline = stage.pipeline()
+        return pipeline
 
     def arguments(self, positional: list[Pipeline], keywords: dict[str, str]) -> None:
         while True:

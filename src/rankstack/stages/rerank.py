@@ -12,50 +12,26 @@ import logging
 from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from rankstack._bounded import BoundedCache
 from rankstack.errors import PipelineError, RankstackError
-from rankstack.models.encoder import precision_context, quantize_int8, resolve_precision
+from rankstack.models.encoder import quantize_int8, resolve_precision
 from rankstack.models.loading import (
     describe_load_failure,
     is_split_cross_encoder,
     require,
     resolve_model_location,
 )
+from rankstack.models.scoring import CrossEncoderScorer, PairScorer
+from rankstack.models.scoring import count_truncated as _count_truncated
 from rankstack.stages.base import SearchContext, Stage, candidate_texts
 from rankstack.stages.registry import register_keyword_stage
 from rankstack.types import Query, Run, ScoredDoc
 
 logger = logging.getLogger(__name__)
-
-
-# more than any tokenizer adds around a text or a pair ([CLS] ... [SEP] ... [SEP], </s>, a leading "▁")
-_ADDED_TOKENS_BOUND = 8
-
-
-def _count_truncated(tokenizer: Any, texts: list[str], limit: int, pairs_with: list[str] | None = None) -> int:
-    """How many of ``texts`` (or of the pairs ``(texts[i], pairs_with[i])``, tokenized as the model reads
-    them, with the pair's separator) exceed ``limit`` tokens. This runs on every reranked batch, so most
-    inputs are decided without tokenizing them a second time: no tokenizer makes more tokens than a text
-    has bytes (plus the few it adds), and none makes fewer than it has whitespace-separated words."""
-    seconds = pairs_with if pairs_with is not None else [""] * len(texts)
-    over, unsure = 0, []
-    for i, (first, second) in enumerate(zip(texts, seconds, strict=True)):
-        if len(first.encode("utf-8")) + len(second.encode("utf-8")) + _ADDED_TOKENS_BOUND <= limit:
-            continue
-        if len(first.split()) + len(second.split()) > limit:
-            over += 1
-        else:
-            unsure.append(i)
-    if unsure:
-        firsts = [texts[i] for i in unsure]
-        encoded = tokenizer(firsts, [seconds[i] for i in unsure], truncation=False, verbose=False) \
-            if pairs_with is not None else tokenizer(firsts, truncation=False, verbose=False)
-        over += sum(1 for ids in encoded["input_ids"] if len(ids) > limit)
-    return over
 
 
 # Loaded models, process-wide and bounded: stages (and the pipelines a server caches) that name the same
@@ -137,22 +113,25 @@ class CrossEncoderReranker(_Reranker):
             raise PipelineError(f"cross_encoder: cache_mb must be 0 or more, got {cache_mb}")
         if states and not precompute:
             raise PipelineError(f"cross_encoder: states={states} keeps what precompute computes; add precompute=true")
-        if is_split_cross_encoder(model) and (max_length or precision == "int8"):
-            raise PipelineError(f"cross_encoder: {model} is a split cross-encoder; its window is fixed by its "
-                                f"training and it runs in fp32 or bf16 (drop max_length, use precision=auto)")
+        self._check_split_options(model)
 
     def params(self) -> dict[str, Any]:
         return {"model": self.model, "batch_size": self.batch_size, "max_length": self.max_length,
                 "precision": self.precision, "precompute": self.precompute, "cache_mb": self.cache_mb,
                 "states": self.states}
 
-    def prepare(self, as_first_stage: bool, progress: Any) -> None:
-        from rankstack.models.split_cross import SplitScorer
+    def _check_split_options(self, location: str) -> bool:
+        """Whether ``location`` holds a split cross-encoder, refusing the options that cannot apply to one."""
+        split = is_split_cross_encoder(location)
+        if split and (self.max_length or resolve_precision(self.precision) == "int8"):
+            raise PipelineError(f"cross_encoder: {self.model} is a split cross-encoder; its window is fixed by "
+                                f"its training and it runs in fp32 or bf16 (drop max_length, use precision=auto)")
+        return split
 
+    def prepare(self, as_first_stage: bool, progress: Any) -> None:
         loaded = self.loaded
-        if self.precompute and isinstance(loaded, SplitScorer):
-            loaded.precompute(self.index, progress, Path(self.states) if self.states else None)
-        elif self.precompute:
+        store = Path(self.states) if self.states else None
+        if self.precompute and not loaded.precompute(self.index, progress, store):
             logger.warning("cross_encoder: precompute applies to split cross-encoders (rankstack train split); "
                            "%s is not one, so there is nothing to precompute", self.model)
 
@@ -160,20 +139,18 @@ class CrossEncoderReranker(_Reranker):
         return dict(_CROSS_DEFAULTS)
 
     @property
-    def loaded(self) -> Any:
+    def loaded(self) -> PairScorer:
         key = ("cross_encoder", self.model, self.max_length, self.precision, self.batch_size, self.cache_mb)
-        return LOADED_RERANKERS.get_or_create(key, self._load)
+        return cast(PairScorer, LOADED_RERANKERS.get_or_create(key, self._load))
 
-    def _load(self) -> Any:
+    def _load(self) -> PairScorer:
         require("sentence_transformers", "rerank", "Cross-encoder reranking")
         from rankstack.models.cross_heads import load_cross_encoder
-        from rankstack.models.split_cross import SplitCrossEncoder, SplitScorer
+        from rankstack.models.split import SplitCrossEncoder, SplitScorer
 
         location = str(resolve_model_location(self.model))
-        split = is_split_cross_encoder(location)
-        if split and (self.max_length or resolve_precision(self.precision) == "int8"):
-            raise PipelineError(f"cross_encoder: {self.model} is a split cross-encoder; its window is fixed by "
-                                f"its training and it runs in fp32 or bf16 (drop max_length, use precision=auto)")
+        split = self._check_split_options(location)
+        precision = resolve_precision(self.precision)
         try:
             model = SplitCrossEncoder.load(location) if split else load_cross_encoder(location, self.max_length or None)
         except RankstackError:
@@ -181,23 +158,14 @@ class CrossEncoderReranker(_Reranker):
         except Exception as error:  # noqa: BLE001 - any loader failure becomes one clear message
             raise describe_load_failure(self.model, error) from None
         if split:
-            return SplitScorer(model, resolve_precision(self.precision), self.batch_size, self.cache_mb)
-        return quantize_int8(model) if resolve_precision(self.precision) == "int8" else model
+            return SplitScorer(model, precision, self.batch_size, self.cache_mb)
+        return CrossEncoderScorer(quantize_int8(model) if precision == "int8" else model, precision, self.batch_size)
 
     def score(self, query: str, texts: list[str]) -> Sequence[float]:
-        from rankstack.models.split_cross import SplitScorer
-
-        model = self.loaded
-        if isinstance(model, SplitScorer):
-            scores, truncated = model.score(query, texts)
-            self._truncated += truncated
-            self._inputs += len(texts)
-            return scores
-        self.note_truncation(model.tokenizer, [query] * len(texts), model.max_seq_length, pairs_with=texts)
-        with precision_context(resolve_precision(self.precision)):
-            scores = model.predict([(query, t) for t in texts], batch_size=self.batch_size,
-                                   show_progress_bar=False, convert_to_numpy=True)
-        return np.asarray(scores, dtype=np.float32).reshape(len(texts), -1)[:, -1].tolist()
+        scores, truncated = self.loaded.score(query, texts)
+        self._truncated += truncated
+        self._inputs += len(texts)
+        return scores
 
 
 class _T5Ranker(_Reranker):
@@ -250,7 +218,9 @@ class MonoT5(_T5Ranker):
         return dict(_MONO_DEFAULTS)
 
     def score(self, query: str, texts: list[str]) -> Sequence[float]:
-        return self.true_log_probabilities([f"Query: {query} Document: {t} Relevant:" for t in texts]).tolist()
+        scores: list[float] = self.true_log_probabilities([f"Query: {query} Document: {t} Relevant:" for t in texts]
+                                                          ).tolist()
+        return scores
 
 
 class DuoT5(_T5Ranker):

@@ -14,7 +14,7 @@ from typing import Any
 
 from rankstack.errors import RankstackError
 from rankstack.models.loading import is_split_cross_encoder, resolve_model_location
-from rankstack.models.split_cross import SplitCrossEncoder
+from rankstack.models.split import SplitCrossEncoder
 from rankstack.train._run import save_with_card
 
 logger = logging.getLogger(__name__)

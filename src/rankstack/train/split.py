@@ -29,7 +29,7 @@ from rankstack.io import BeirDataset
 from rankstack.models.cross_heads import load_cross_encoder
 from rankstack.models.encoder import precision_context, resolve_precision
 from rankstack.models.loading import is_split_cross_encoder, require, resolve_model_location
-from rankstack.models.split_cross import SplitCrossEncoder, SplitLayout
+from rankstack.models.split import SplitCrossEncoder, SplitLayout
 from rankstack.train._run import checkpoint_folder, latest_checkpoint, save_with_card
 from rankstack.train.cross_encoder import dev_reranking
 from rankstack.train.data import check_pseudo_query_source, dev_qrels, mine_examples, pseudo_query_lists
