@@ -14,42 +14,48 @@ from rankstack.stages.parse import parse_pipeline
 from rankstack.types import Query, Run
 
 
+def _check(condition: bool, message: str) -> None:
+    """An explicit check: ``assert`` statements vanish under ``python -O``."""
+    if not condition:
+        raise AssertionError(message)
+
+
 def _assert_sorted(run: Run) -> None:
     for query_id, hits in run.results.items():
         scores = [h.score for h in hits]
-        assert scores == sorted(scores, reverse=True), f"hits of {query_id} are not sorted by score"
-        assert all(h.query_id == query_id for h in hits), f"hits of {query_id} carry another query id"
+        _check(scores == sorted(scores, reverse=True), f"hits of {query_id} are not sorted by score")
+        _check(all(h.query_id == query_id for h in hits), f"hits of {query_id} carry another query id")
         ids = [h.doc_id for h in hits]
-        assert len(ids) == len(set(ids)), f"hits of {query_id} repeat a document"
+        _check(len(ids) == len(set(ids)), f"hits of {query_id} repeat a document")
 
 
 def check_stage_contract(make_stage: Callable[[], Stage | Pipeline], queries: Sequence[Query],
                          candidates: Run | None = None, index: Any = None) -> None:
     """Check sorted output, empty input, one-by-one equals batch, cut-offs, and string round trip."""
-    assert len(queries) >= 2, "the contract needs at least two queries"
+    _check(len(queries) >= 2, "the contract needs at least two queries")
     stage = make_stage().pipeline()
     context = SearchContext()
     batch = stage.transform(list(queries), candidates, context)
     _assert_sorted(batch)
-    assert set(batch.results) >= {q.query_id for q in queries}, "a query is missing from the output"
+    _check(set(batch.results) >= {q.query_id for q in queries}, "a query is missing from the output")
 
     empty = stage.transform([], Run() if candidates is not None else None, context)
-    assert empty.results == {}, "no queries in must give no results out"
+    _check(empty.results == {}, "no queries in must give no results out")
 
     for query in queries:
         single = stage.transform([query], candidates, context)
         one = [(h.doc_id, round(h.score, 5)) for h in single.results[query.query_id]]
         many = [(h.doc_id, round(h.score, 5)) for h in batch.results[query.query_id]]
-        assert one == many, f"query {query.query_id}: one-by-one result differs from the batch result"
+        _check(one == many, f"query {query.query_id}: one-by-one result differs from the batch result")
 
     cut = (stage % 2).transform(list(queries), candidates, context)
     for query in queries:
-        assert len(cut.results[query.query_id]) <= 2
+        _check(len(cut.results[query.query_id]) <= 2, "% 2 must keep at most 2 documents")
         expected = [h.doc_id for h in batch.results[query.query_id][:2]]
-        assert [h.doc_id for h in cut.results[query.query_id]] == expected, "% k must keep the top k"
+        _check([h.doc_id for h in cut.results[query.query_id]] == expected, "% k must keep the top k")
 
     text = str(stage)
     reparsed = parse_pipeline(text, index)
-    assert str(reparsed) == text, f"canonical string does not round-trip: {text!r} -> {str(reparsed)!r}"
+    _check(str(reparsed) == text, f"canonical string does not round-trip: {text!r} -> {str(reparsed)!r}")
     again = reparsed.transform(list(queries), candidates, context)
-    assert again.to_dict() == batch.to_dict(), "the re-parsed pipeline gives different results"
+    _check(again.to_dict() == batch.to_dict(), "the re-parsed pipeline gives different results")

@@ -170,7 +170,10 @@ def test_passages_string_round_trips(tiny_index: Index, tiny_cross_encoder: str)
             "aggregate=max)")
     pipeline = parse_pipeline(text, tiny_index)
     assert str(pipeline) == text
-    assert len(pipeline.transform(QUERIES)["q1"]) > 0
+    reranked = pipeline.transform(QUERIES)["q1"]
+    first = parse_pipeline("bm25%10", tiny_index).transform(QUERIES)["q1"]
+    assert {h.doc_id for h in reranked} == {h.doc_id for h in first}  # the same candidates, reordered
+    assert [h.score for h in reranked] == sorted((h.score for h in reranked), reverse=True)
 
 
 def test_int8_cross_encoder_quantises_and_keeps_the_ranking_close(tiny_index: Index, candidates: Run,

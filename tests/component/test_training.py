@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -72,7 +73,9 @@ def test_training_saves_a_loadable_model_with_a_card(tiny_beir: Path, tiny_index
     assert saved["parameters"]["seed"] == 42 and saved["base"] == "sentence-transformers/all-MiniLM-L6-v2"
     assert not list(tmp_path.glob(".model.*"))  # checkpoints and staging cleaned up
     hits = parse_pipeline(f"bm25%5>>dense(model={output},precision=fp32)", tiny_index).search("parrot feathers")
-    assert len(hits) > 0
+    candidates = parse_pipeline("bm25%5", tiny_index).search("parrot feathers")
+    assert {h.doc_id for h in hits} == {h.doc_id for h in candidates}  # re-scored, none lost or added
+    assert all(-1.0001 <= h.score <= 1.0001 for h in hits)  # cosine similarities of the saved model
 
 
 def test_mined_examples_carry_the_requested_number_of_distinct_negatives(tiny_beir: Path, tiny_index: Index) -> None:
@@ -91,7 +94,9 @@ def test_cross_encoder_training_saves_a_reranker_the_stage_loads(tiny_beir: Path
     assert not list(tmp_path.glob(".reranker.*"))
     stage = parse_pipeline(f"bm25%5>>cross_encoder(model={output},precision=fp32)", tiny_index)
     hits = stage.search("parrot feathers")
-    assert len(hits) > 0 and all(h.score == h.score for h in hits)  # finite, not NaN
+    candidates = parse_pipeline("bm25%5", tiny_index).search("parrot feathers")
+    assert {h.doc_id for h in hits} == {h.doc_id for h in candidates}
+    assert all(math.isfinite(h.score) for h in hits)
     # by default the stage reads with the window the model was trained with; a number overrides it
     assert CrossEncoderReranker(tiny_index, str(output)).loaded.max_seq_length == 64
     assert CrossEncoderReranker(tiny_index, str(output), max_length=32).loaded.max_seq_length == 32
@@ -148,8 +153,9 @@ def test_layer_distillation_loss_maps_each_kept_layer_to_the_teacher_layer_it_ca
     assert not any(p.requires_grad for p in teacher.parameters())  # the teacher is never trained
 
 
-def test_distillation_keeps_evenly_spaced_layers_and_saves_a_faster_student(tiny_beir: Path, tiny_index: Index,
-                                                                             tmp_path: Path) -> None:
+def test_distillation_keeps_evenly_spaced_layers_and_saves_a_smaller_student(tiny_beir: Path, tiny_index: Index,
+                                                                              tmp_path: Path) -> None:
+    # Its speed is measured by benchmarks/reranker_compression.py, never by a timed test.
     from rankstack.train.compress import distil_cross_encoder, evenly_spaced_layers
 
     assert evenly_spaced_layers(6, 3) == [1, 3, 5] and evenly_spaced_layers(6, 6) == list(range(6))
@@ -163,6 +169,9 @@ def test_distillation_keeps_evenly_spaced_layers_and_saves_a_faster_student(tiny
     assert card["layers"] == {"teacher": 6, "kept": [2, 5]}
     saved = json.loads((tmp_path / "student" / "config.json").read_text())
     assert saved["num_hidden_layers"] == 2
+    teacher_config = json.loads((teacher / "config.json").read_text())
+    assert saved["num_hidden_layers"] < teacher_config["num_hidden_layers"]
     hits = parse_pipeline(f"bm25%5>>cross_encoder(model={tmp_path / 'student'},max_length=64,precision=fp32)",
                           tiny_index).search("loyal dogs")
-    assert len(hits) > 0
+    candidates = parse_pipeline("bm25%5", tiny_index).search("loyal dogs")
+    assert {h.doc_id for h in hits} == {h.doc_id for h in candidates}

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from rankstack.errors import DataFormatError, DiskFullError, EmptyInputError, is_disk_full
+from rankstack.errors import DataFormatError, DiskFullError, EmptyInputError, IndexCorruptError, is_disk_full
 from rankstack.ids import ID_RULE, id_problem
 from rankstack.index._index import LIVE_DIR, Index, log_path
 from rankstack.index.changelog import LOG_NAME, ChangeLogWriter, RepairReport, read_head, repair_log
@@ -139,7 +139,9 @@ class IndexWriter:
             alive = np.flatnonzero(view.alive)
             for key, entry in manifest.get("dense", {}).items():
                 stored = self.index.dense_vectors(entry["model"], entry["precision"], exact=True)
-                assert stored is not None
+                if stored is None:
+                    raise IndexCorruptError(f"{self.index.path} lists vectors '{key}' in its manifest, but they "
+                                            "cannot be opened; rebuild the index")
                 matrix = view._dense_matrix(stored)[alive]
                 write_dense_vectors(staging, key, stored.meta, matrix)
             # Lock the new generation before it becomes visible, so no other writer slips in at the swap.

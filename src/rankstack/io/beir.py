@@ -31,7 +31,8 @@ class BeirDataset:
     @property
     def corpus_path(self) -> Path:
         found = find_beir_corpus(self.root)
-        assert found is not None  # checked in open()
+        if found is None:  # open() checked it; the folder changed since
+            raise DataFormatError("no corpus.jsonl or corpus.jsonl.gz in the dataset directory", path=self.root)
         return found
 
     @property

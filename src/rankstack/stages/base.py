@@ -173,7 +173,8 @@ class Pipeline:
                 while label in seconds:  # the same stage twice in one pipeline keeps both timings
                     label += "'"
                 seconds[label] = time.perf_counter() - started
-        assert run is not None
+        if run is None:  # Pipeline() refuses an empty stage list; this keeps type checkers and -O honest
+            raise PipelineError("a pipeline needs at least one stage")
         result = Run(run.results, seconds)
         for query in queries:  # every query appears in the output, even with no hits
             if query.query_id not in result.results:
