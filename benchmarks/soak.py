@@ -38,6 +38,7 @@ KINDS = ("search", "put", "delete")
 BUSY = (409, 503)  # documented "index busy" answers (compaction / another writer): retry after Retry-After
 ORIGINAL = ("<original>",)  # expected state of an original corpus document the writer has not changed
 KEPT_MESSAGES = 5
+SOAK_STARTED: list[float] = []  # perf_counter when the load started, to place compactions on the RSS series
 
 
 class Stats:
@@ -209,10 +210,12 @@ class Writer:
 
 def compact(index: Path) -> dict[str, Any]:
     started = time.perf_counter()
+    at = round(time.monotonic() - SOAK_STARTED[0], 1) if SOAK_STARTED else None
     done = subprocess.run([RANKSTACK, "compact", str(index)], capture_output=True, text=True, timeout=600)
     stderr = " ".join(done.stderr.split())  # rich wraps lines; join them before looking for the message
     outcome = "ok" if done.returncode == 0 else "refused_busy" if "another writer" in stderr else "failed"
-    row = {"seconds": round(time.perf_counter() - started, 3), "exit_code": done.returncode, "outcome": outcome}
+    row = {"seconds": round(time.perf_counter() - started, 3), "exit_code": done.returncode, "outcome": outcome,
+           "started_at_s": at}
     return row if outcome == "ok" else {**row, "stderr": stderr[-500:]}
 
 
@@ -258,9 +261,10 @@ def rss_figures(series: list[tuple[float, float]], seconds: float) -> dict[str, 
     warm = next((mb for t, mb in series if t >= 0.2 * seconds), series[-1][1])
     peak_after = max((mb for t, mb in series if t >= 0.2 * seconds), default=warm)
     peak = max(mb for _, mb in series)
+    every_10s = [(round(t), round(mb, 1)) for i, (t, mb) in enumerate(series) if i % 10 == 0]
     return {"start": round(series[0][1], 1), "after_warmup": round(warm, 1), "peak": round(peak, 1),
             "end": round(series[-1][1], 1), "growth_after_warmup_pct": round((peak_after - warm) / warm * 100, 2),
-            "samples": len(series)}
+            "samples": len(series), "series_seconds_mb_every_10": every_10s}
 
 
 def run_soak(args: argparse.Namespace, work: Path) -> dict[str, Any]:
@@ -278,6 +282,7 @@ def run_soak(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         original_count = int(httpx.get(f"{base}/v1/health", timeout=30).json()["documents"])
         writer, compactions, rss = Writer(base, key, doc_ids, words, stats), [], []
         load_started, stop = time.monotonic(), threading.Event()
+        SOAK_STARTED[:] = [load_started]
         deadline = load_started + args.minutes * 60
         threads = [threading.Thread(target=sample_rss, args=(server.pid, load_started, stop, rss))]
         threads += [threading.Thread(target=search_client, args=(base, queries, i * len(queries) // args.search_clients,

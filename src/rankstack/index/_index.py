@@ -9,6 +9,7 @@ next :meth:`Index.view`.
 from __future__ import annotations
 
 import os
+import weakref
 from pathlib import Path
 from threading import RLock
 from typing import Any, BinaryIO
@@ -16,6 +17,7 @@ from typing import Any, BinaryIO
 import bm25s
 import numpy as np
 
+from rankstack._memory import return_free_memory
 from rankstack.index.changelog import LOG_NAME, LogScan, damage_error, read_head, read_log
 from rankstack.index.dense import DenseVectors
 from rankstack.index.docstore import DocStore
@@ -124,13 +126,17 @@ class Index:
     def reopen(self) -> None:
         """Switch to the directory's current files (after a compaction); readers of old views finish."""
         with self._refresh_lock:
-            self._segment = Segment.open(self.path, verify_checksums=False)
+            retired, self._segment = self._segment, Segment.open(self.path, verify_checksums=False)
             self._live = None
             self._log_offset = 0
             self._log_seq = 0
             if self._log_handle is not None:
                 self._log_handle.close()
                 self._log_handle = None
+        # Views still reading the old segment keep it alive; once the last one lets go, hand the freed
+        # memory back (a server would otherwise grow by a segment's worth at every compaction).
+        weakref.finalize(retired, return_free_memory)
+        del retired
 
     def close(self) -> None:
         if self._log_handle is not None:

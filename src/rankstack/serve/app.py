@@ -83,6 +83,15 @@ def create_app(service: SearchService) -> FastAPI:
 
     app = FastAPI(title="rankstack", version=__version__, lifespan=lifespan,
                   description="Multi-stage text ranking: search an index with any pipeline.")
+    _add_error_handlers(app)
+    _add_search_routes(app, service)
+    _add_document_routes(app, service)
+    _add_pages(app, service)
+    return app
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """One mapping of every error to a JSON body and a status (rankstack.errors.HTTP_STATUSES)."""
 
     @app.exception_handler(RankstackError)
     async def domain_error(_: Request, error: RankstackError) -> JSONResponse:
@@ -102,6 +111,8 @@ def create_app(service: SearchService) -> FastAPI:
     async def http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:
         return _error(error.status_code, "HTTPError", str(error.detail))
 
+
+def _add_search_routes(app: FastAPI, service: SearchService) -> None:
     @app.get("/v1/health")
     async def health() -> dict[str, Any]:
         return {"status": "ok", "version": __version__, "index": str(service.index.path),
@@ -121,6 +132,8 @@ def create_app(service: SearchService) -> FastAPI:
     async def search_post(body: SearchRequest) -> dict[str, Any]:
         return (await service.search(body.query, body.k, body.pipeline)).to_json()
 
+
+def _add_document_routes(app: FastAPI, service: SearchService) -> None:
     @app.get("/v1/docs/{doc_id:path}")
     async def document(request: Request, doc_id: str) -> dict[str, str]:
         return service.document(_doc_id(request, doc_id))
@@ -139,6 +152,10 @@ def create_app(service: SearchService) -> FastAPI:
         """Delete a document (needs the API key the server was started with)."""
         service.check_write_access(_presented_key(authorization, x_api_key))
         return await service.delete_document(_doc_id(request, doc_id))
+
+
+def _add_pages(app: FastAPI, service: SearchService) -> None:
+    """The server-rendered search page and document pages (no JavaScript, no CDN)."""
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page(request: Request, q: str = "", k: int = 10, pipeline: str = "") -> HTMLResponse:
@@ -171,4 +188,3 @@ def create_app(service: SearchService) -> FastAPI:
         body = highlight(doc["text"], terms, service.index.analyzer)
         return TEMPLATES.TemplateResponse(request, "document.html", {"doc": doc, "body": body, "q": q, "error": None})
 
-    return app

@@ -1,0 +1,5 @@
+"""``python -m rankstack.cli``."""
+
+from rankstack.cli import main
+
+main()

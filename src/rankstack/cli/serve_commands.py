@@ -1,0 +1,110 @@
+"""Commands that serve an index over HTTP: serve, demo."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from rankstack._console import ProgressBars, stderr, stdout
+from rankstack.cli._app import app
+
+
+@dataclass(frozen=True)
+class _ClientFreedom:
+    """What HTTP clients may choose beyond the presets (see rankstack.serve.policy)."""
+
+    allow_any_pipeline: bool = False
+    data_root: Path | None = None
+    model_root: Path | None = None
+
+
+def _serve(index_dir: Path, host: str, port: int, pipelines: list[str] | None, api_key: str | None = None,
+           freedom: _ClientFreedom = _ClientFreedom()) -> None:
+    from rankstack.index import Index
+    from rankstack.models.loading import require
+
+    uvicorn = require("uvicorn", "serve", "The web service")
+    require("fastapi", "serve", "The web service")
+    from rankstack.serve.app import create_app
+    from rankstack.serve.service import SearchService
+
+    service = SearchService.open(Index.open(index_dir), presets=pipelines or (), api_key=api_key,
+                                 allow_any_pipeline=freedom.allow_any_pipeline, data_root=freedom.data_root,
+                                 model_root=freedom.model_root)
+    stderr.print(f"serving {service.index.num_docs:,} documents from {index_dir} on http://{host}:{port}/ "
+                 f"(API under /v1, schema at /docs); Ctrl-C stops")
+    uvicorn.run(create_app(service), host=host, port=port, log_level="warning")
+
+
+@app.command()
+def serve(
+    index_dir: Annotated[Path, typer.Argument(help="Index directory.")],
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port.")] = 8000,
+    pipelines: Annotated[list[str] | None, typer.Option("--pipeline", "-p", help="Preset pipeline; repeatable.")
+                         ] = None,
+    api_key: Annotated[str | None, typer.Option(envvar="RANKSTACK_API_KEY", help="Key that PUT/DELETE of "
+                                                "documents must present; without one the server is read-only.")
+                       ] = None,
+    allow_any_pipeline: Annotated[bool, typer.Option(help="Let clients compose any pipeline, not only the presets "
+                                                     "with tuned parameters (files and models stay within the "
+                                                     "roots below).")] = False,
+    data_root: Annotated[Path | None, typer.Option(help="With --allow-any-pipeline: the folder whose files "
+                                                   "clients may name (run(path=...)).")] = None,
+    model_root: Annotated[Path | None, typer.Option(help="With --allow-any-pipeline: the folder whose model "
+                                                    "directories clients may name, besides the presets' models.")
+                          ] = None,
+) -> None:
+    """Serve the HTTP API and the web search page for an index."""
+    if (data_root or model_root) and not allow_any_pipeline:
+        raise typer.BadParameter("--data-root and --model-root only apply with --allow-any-pipeline")
+    _serve(index_dir, host, port, pipelines, api_key, _ClientFreedom(allow_any_pipeline, data_root, model_root))
+
+
+@app.command()
+def demo(
+    serve_page: Annotated[bool, typer.Option("--serve/--no-serve", help="Serve the web page (default) or print "
+                                             "results for example queries.")] = True,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port.")] = 8000,
+    top_k: Annotated[int, typer.Option("-k", "--top-k", min=1, max=50)] = 5,
+) -> None:
+    """Search the documentation shipped with this Python interpreter (no download, no data needed)."""
+    from rankstack.demo import EXAMPLE_QUERIES, demo_index
+
+    opened, pipelines = demo_index(ProgressBars)
+    stderr.print(f"{opened.num_docs:,} documents from the Python {sys.version.split()[0]} documentation "
+                 f"in {opened.path}")
+    if serve_page:
+        _serve(opened.path, host, port, pipelines)
+        return
+    _print_examples(opened, pipelines[-1], EXAMPLE_QUERIES, top_k)
+
+
+def _print_examples(opened, pipeline_text: str, queries: Sequence[str], top_k: int) -> None:  # noqa: ANN001
+    from rich.table import Table
+
+    from rankstack.stages import SearchContext, parse_pipeline
+    from rankstack.types import Query
+
+    pipeline = parse_pipeline(pipeline_text, opened)
+    pipeline.prepare(None)
+    query_list = [Query(str(i), text) for i, text in enumerate(queries, start=1)]
+    run_ = (pipeline % top_k).transform(query_list, context=SearchContext())
+    for query in query_list:
+        hits = run_.results[query.query_id]
+        docs = opened.view().get_docs([h.doc_id for h in hits])
+        table = Table(title=f"{query.text!r}  [{pipeline}]", title_justify="left")
+        table.add_column("rank", justify="right")
+        table.add_column("score", justify="right")
+        table.add_column("document")
+        table.add_column("text")
+        for rank, hit in enumerate(hits, start=1):
+            text = " ".join(docs[hit.doc_id].text.split())
+            table.add_row(str(rank), f"{hit.score:.3f}", docs[hit.doc_id].title, text[:90])
+        stdout.print(table)

@@ -1,0 +1,169 @@
+"""The train command group: fine-tune rankers on relevance judgements."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from rankstack._console import progress_bar, stderr
+
+train_app = typer.Typer(no_args_is_help=True, help="Fine-tune rankers on a collection's relevance judgements.")
+
+
+def _mining_index(dataset: Path) -> Any:
+    """The collection's BM25 index (built once and cached), which mines negatives and dev candidates."""
+    from rankstack.index.cache import open_or_build
+    from rankstack.io import BeirDataset
+
+    with progress_bar("indexing for negative mining") as advance:
+        opened, _ = open_or_build(BeirDataset.open(dataset).root, None, advance)
+    return opened
+
+
+@train_app.command("bi-encoder")
+def train_bi_encoder_command(
+    dataset: Annotated[Path, typer.Argument(help="BEIR directory with qrels for the training split.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Directory for the trained model.")],
+    base: Annotated[str, typer.Option(help="Starting model: local path or Hugging Face id.")] = "default",
+    split: Annotated[str, typer.Option(help="Qrels split to train on.")] = "train",
+    epochs: Annotated[int, typer.Option(min=1)] = 1,
+    batch_size: Annotated[int, typer.Option(min=2)] = 32,
+    learning_rate: Annotated[float, typer.Option()] = 2e-5,
+    seed: Annotated[int, typer.Option()] = 42,
+    miner: Annotated[str, typer.Option(help="Pipeline that mines hard negatives.")] = "bm25%30",
+    max_steps: Annotated[int, typer.Option(help="Stop after this many steps (-1: all epochs).")] = -1,
+) -> None:
+    """Fine-tune a bi-encoder (in-batch + mined hard negatives); resumes from checkpoints if interrupted."""
+    from rankstack.train.bi_encoder import train_bi_encoder
+
+    opened = _mining_index(dataset)
+    card = train_bi_encoder(dataset, output, opened, base, split, epochs, batch_size, learning_rate, seed, miner,
+                            max_steps=max_steps)
+    stderr.print(f"saved {card['kept']} model to {output} in {card['train_seconds']:.0f} s; dev nDCG@10 "
+                 f"{card['dev_ndcg@10']}")
+
+
+
+@train_app.command("cross-encoder")
+def train_cross_encoder_command(
+    dataset: Annotated[Path, typer.Argument(help="BEIR directory with qrels for the training split.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Directory for the trained model.")],
+    base: Annotated[str, typer.Option(help="Starting transformer: local path or Hugging Face id.")] = "default",
+    split: Annotated[str, typer.Option(help="Qrels split to train on.")] = "train",
+    epochs: Annotated[int, typer.Option(min=1)] = 2,
+    batch_size: Annotated[int, typer.Option(min=1, help="Queries per step.")] = 8,
+    learning_rate: Annotated[float, typer.Option()] = 3e-5,
+    negatives: Annotated[int, typer.Option(min=1, help="Mined hard negatives per positive.")] = 7,
+    max_length: Annotated[int, typer.Option(min=16, help="Tokens per (query, document) input.")] = 256,
+    seed: Annotated[int, typer.Option()] = 42,
+    miner: Annotated[str, typer.Option(help="Pipeline that mines hard negatives and gives the dev candidates.")]
+    = "bm25%30",
+    max_steps: Annotated[int, typer.Option(help="Stop after this many steps (-1: all epochs).")] = -1,
+) -> None:
+    """Fine-tune a cross-encoder reranker (listwise loss over mined hard negatives); resumes if interrupted."""
+    from rankstack.train.cross_encoder import train_cross_encoder
+
+    opened = _mining_index(dataset)
+    card = train_cross_encoder(dataset, output, opened, base, split, epochs, batch_size, learning_rate, seed, miner,
+                               negatives, max_length, max_steps=max_steps)
+    stderr.print(f"saved {card['kept']} model to {output} in {card['train_seconds']:.0f} s; dev nDCG@10 "
+                 f"{card['dev_ndcg@10']}")
+
+
+
+@train_app.command("distil")
+def train_distil_command(
+    teacher: Annotated[str, typer.Argument(help="Trained cross-encoder to compress: local path or Hugging Face id.")],
+    dataset: Annotated[Path, typer.Argument(help="BEIR directory whose training queries drive the distillation.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Directory for the smaller model.")],
+    keep_layers: Annotated[int, typer.Option(min=1, help="Transformer layers the student keeps.")] = 3,
+    split: Annotated[str, typer.Option(help="Qrels split whose queries are used.")] = "train",
+    epochs: Annotated[int, typer.Option(min=1)] = 2,
+    batch_size: Annotated[int, typer.Option(min=1, help="Queries per step.")] = 16,
+    learning_rate: Annotated[float, typer.Option()] = 5e-5,
+    negatives: Annotated[int, typer.Option(min=1, help="Mined documents per positive scored by the teacher.")] = 7,
+    max_length: Annotated[int, typer.Option(min=16)] = 256,
+    seed: Annotated[int, typer.Option()] = 42,
+    miner: Annotated[str, typer.Option(help="Pipeline that mines the documents to distil on.")] = "bm25%30",
+    max_steps: Annotated[int, typer.Option(help="Stop after this many steps (-1: all epochs).")] = -1,
+    hidden_weight: Annotated[float, typer.Option(min=0.0, help="Weight of the hidden-state loss against the "
+                                                 "score margins (0: margins only).")] = 20.0,
+    pseudo_queries: Annotated[int, typer.Option(min=0, help="Also distil on this many unlabelled lists: sampled "
+                                                "documents' titles as queries, with the miner's candidates.")] = 0,
+) -> None:
+    """Compress a cross-encoder: drop layers, then distil the teacher's score margins and hidden states into it."""
+    from rankstack.train.compress import distil_cross_encoder
+
+    opened = _mining_index(dataset)
+    card = distil_cross_encoder(teacher, dataset, output, opened, keep_layers, split, epochs, batch_size,
+                                learning_rate, seed, miner, negatives, max_length, max_steps=max_steps,
+                                hidden_weight=hidden_weight, pseudo_queries=pseudo_queries)
+    stderr.print(f"saved a {len(card['layers']['kept'])}-layer student to {output} in {card['train_seconds']:.0f} s; "
+                 f"dev nDCG@10 {card['dev_ndcg@10']}")
+
+
+@train_app.command("split")
+def train_split_command(
+    teacher: Annotated[str, typer.Argument(help="Trained cross-encoder (rankstack train cross-encoder) to split.")],
+    dataset: Annotated[Path, typer.Argument(help="BEIR directory whose training queries drive the distillation.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Directory for the split model.")],
+    local_layers: Annotated[int, typer.Option(min=1, help="Lower layers that read query and document apart "
+                                              "(their document side is computed before any query).")] = 3,
+    query_tokens: Annotated[int, typer.Option(min=3, help="Longest query, in tokens; documents start here.")] = 64,
+    document_tokens: Annotated[int, typer.Option(min=2, help="Longest document, in tokens.")] = 224,
+    split: Annotated[str, typer.Option(help="Qrels split whose queries are used.")] = "train",
+    epochs: Annotated[int, typer.Option(min=1)] = 1,
+    list_size: Annotated[int, typer.Option(min=2, help="Documents per training list: a positive and the miner's "
+                                           "best unjudged others.")] = 16,
+    learning_rate: Annotated[float, typer.Option()] = 5e-5,
+    seed: Annotated[int, typer.Option()] = 42,
+    miner: Annotated[str, typer.Option(help="Pipeline that mines the documents to distil on.")] = "bm25%30",
+    max_steps: Annotated[int, typer.Option(help="Stop after this many steps (-1: all epochs).")] = -1,
+    pseudo_queries: Annotated[int, typer.Option(min=0, help="Also distil on this many unlabelled lists (sampled "
+                                                "documents give the queries).")] = 0,
+    pseudo_query_source: Annotated[str, typer.Option(help="What of a sampled document is its pseudo-query: "
+                                                     "'title', or a random 'sentence' of its text.")] = "title",
+    hidden_weight: Annotated[float, typer.Option(min=0.0, help="Weight of the loss on the teacher's token states "
+                                                 "(last split layer and every joint layer) next to the score "
+                                                 "margins (0: margins only).")] = 1.0,
+    init: Annotated[str | None, typer.Option(help="Start from this split model (same layout) instead of a "
+                                             "copy of the teacher: a second round of distillation.")] = None,
+    prune_stopwords: Annotated[bool, typer.Option(help="Drop documents' stopwords and punctuation after the split "
+                                                  "layers: the joint layers read about 30% fewer tokens.")] = False,
+    query_reads_document: Annotated[bool, typer.Option(help="Let the query's tokens read the document's in the "
+                                                       "split layers too (the document's still read only "
+                                                       "the document, so it is still precomputed).")] = False,
+) -> None:
+    """Make a cross-encoder faster by splitting its lower layers by segment (PreTTR), distilled from itself."""
+    from rankstack.train.split import train_split_cross_encoder
+
+    opened = _mining_index(dataset)
+    card = train_split_cross_encoder(teacher, dataset, output, opened, local_layers, query_tokens, document_tokens,
+                                     split, epochs, list_size, learning_rate, seed, miner, max_steps=max_steps,
+                                     pseudo_queries=pseudo_queries, pseudo_query_source=pseudo_query_source,
+                                     hidden_weight=hidden_weight, init=init, prune=prune_stopwords,
+                                     query_reads_document=query_reads_document)
+    stderr.print(f"saved a split cross-encoder ({local_layers} of {card['layout']['layers']} layers split) to "
+                 f"{output} in {card['train_seconds']:.0f} s; dev nDCG@10 {card['dev_ndcg@10']}")
+
+
+@train_app.command("soup")
+def train_soup_command(
+    models: Annotated[list[str], typer.Argument(help="Split cross-encoders of one layout, distilled from one "
+                                                "teacher (rankstack train split).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Directory for the averaged model.")],
+    dataset: Annotated[Path | None, typer.Option(help="BEIR directory the models were trained on: score the "
+                                                 "soup on their held-out dev queries.")] = None,
+    query_reads_document: Annotated[bool, typer.Option(help="Let the soup's query read the document in the "
+                                                       "split layers, however its ingredients were trained "
+                                                       "(documents are still precomputed).")] = False,
+) -> None:
+    """Average the weights of several split cross-encoders into one (a model soup); query time is unchanged."""
+    from rankstack.train.soup import average_split_models
+
+    card = average_split_models(models, output, dataset, _mining_index(dataset) if dataset else None,
+                                query_reads_document=query_reads_document)
+    stderr.print(f"saved the average of {len(models)} split cross-encoders to {output}; "
+                 f"dev nDCG@10 {card.get('dev_ndcg@10', 'not scored (no --dataset)')}")
