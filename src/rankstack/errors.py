@@ -108,6 +108,10 @@ class WritesDisabledError(RankstackError):
     """The service was started without an API key, so it accepts no writes."""
 
 
+class ModelLoadError(RankstackError):
+    """A model path or id could not be loaded."""
+
+
 class MissingExtraError(RankstackError):
     """An optional dependency is not installed; the message names the extra to install."""
 

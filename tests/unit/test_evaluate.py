@@ -7,7 +7,7 @@ import pytest
 
 from rankstack.errors import MeasureError
 from rankstack.evaluate import evaluate, holm_bonferroni, paired_t_test, parse_measures
-from rankstack.experiment import compare_systems, judged_queries
+from rankstack.evaluate.experiment import compare_systems, judged_queries
 from rankstack.io import read_qrels, read_run
 from rankstack.types import Qrel, Query, Run
 

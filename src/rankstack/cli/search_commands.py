@@ -140,7 +140,7 @@ def run(
 def _run_pipeline(opened, pipeline, queries, context, top_k: int, on_ray: bool,  # noqa: ANN001
                   workers: int | None, advance) -> Run:  # noqa: ANN001
     """Run one pipeline over queries, in this process or partitioned across Ray actors."""
-    from rankstack.experiment import run_queries
+    from rankstack.evaluate.experiment import run_queries
 
     if on_ray:
         from rankstack.distributed.ray_backend import run_queries_on_ray
@@ -172,8 +172,8 @@ def eval_(
     ray_workers: RayWorkersOption = None,
 ) -> None:
     """Evaluate pipelines (and/or run files) on a test collection, with significance tests."""
+    from rankstack.evaluate.experiment import compare_systems
     from rankstack.evaluate.measures import parse_measures
-    from rankstack.experiment import compare_systems
     from rankstack.io import BeirDataset, read_run
 
     parse_measures(metrics)  # fail on a bad measure before any expensive work
@@ -213,7 +213,7 @@ class _EvalRunSettings:
 def _run_on_collection(collection: Any, split: str, qrels: list[Any], pipelines: list[str],
                        settings: _EvalRunSettings) -> tuple[list[tuple[str, Run]], list[Any], list[str]]:
     """Index the collection (or reuse its index) and run every pipeline on its judged queries."""
-    from rankstack.experiment import judged_queries
+    from rankstack.evaluate.experiment import judged_queries
     from rankstack.index.cache import has_live_changes, open_or_build
     from rankstack.stages import SearchContext, parse_pipeline
 

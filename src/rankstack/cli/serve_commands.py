@@ -25,8 +25,8 @@ class _ClientFreedom:
 
 def _serve(index_dir: Path, host: str, port: int, pipelines: list[str] | None, api_key: str | None = None,
            freedom: _ClientFreedom = _ClientFreedom()) -> None:
+    from rankstack._optional import require
     from rankstack.index import Index
-    from rankstack.models.loading import require
 
     uvicorn = require("uvicorn", "serve", "The web service")
     require("fastapi", "serve", "The web service")

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from rankstack.models.loading import require
+from rankstack._optional import require
 from rankstack.stages.base import SearchContext
 from rankstack.types import Query, Run, ScoredDoc
 

@@ -10,8 +10,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from rankstack.experiment import ExperimentResult
-from rankstack.models.loading import require
+from rankstack._optional import require
+from rankstack.evaluate.experiment import ExperimentResult
 
 
 def _pyplot() -> Any:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from rankstack.experiment import ExperimentResult
+from rankstack.evaluate.experiment import ExperimentResult
 
 
 def experiment_table(result: ExperimentResult, title: str = "") -> Table:

@@ -23,10 +23,10 @@ from typing import Any
 
 import numpy as np
 
+from rankstack._optional import require
 from rankstack.errors import RankstackError
 from rankstack.index.manifest import update_manifest
 from rankstack.models.encoder import BiEncoder, TruncationReport
-from rankstack.models.loading import require
 
 logger = logging.getLogger(__name__)
 STORAGES = ("float32", "float16", "int8")

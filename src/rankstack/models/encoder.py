@@ -20,8 +20,9 @@ from typing import Any
 import numpy as np
 
 from rankstack._bounded import BoundedCache
+from rankstack._optional import require
 from rankstack.errors import RankstackError
-from rankstack.models.loading import canonical_model_id, describe_load_failure, require, resolve_model_location
+from rankstack.models.loading import canonical_model_id, describe_load_failure, resolve_model_location
 
 logger = logging.getLogger(__name__)
 PRECISIONS = ("auto", "fp32", "bf16", "int8")

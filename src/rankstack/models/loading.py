@@ -6,9 +6,9 @@ import importlib
 import logging
 import os
 from pathlib import Path
-from types import ModuleType
 
-from rankstack.errors import MissingExtraError, RankstackError
+from rankstack._optional import require
+from rankstack.errors import ModelLoadError
 
 logger = logging.getLogger(__name__)
 
@@ -16,16 +16,7 @@ DEFAULT_DENSE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 _DEFAULT_ALIASES = {"default", "all-MiniLM-L6-v2", DEFAULT_DENSE_MODEL}
 
 
-class ModelLoadError(RankstackError):
-    """A model path or id could not be loaded."""
-
-
-def require(module: str, extra: str, feature: str) -> ModuleType:
-    """Import an optional dependency, or raise an error naming the extra that provides it."""
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise MissingExtraError(feature, extra, module.split(".")[0]) from None
+__all__ = ["ModelLoadError", "require"]  # kept importable from here for callers written before the move
 
 
 def canonical_model_id(model: str) -> str:
