@@ -10,7 +10,7 @@ def rank_key(scores: np.ndarray, ranks: np.ndarray) -> np.ndarray:
 
     A float32's bits read as int32 order like the float for positives; flipping the low 31 bits of
     negatives fixes their order. That fills the high 32 bits, the doc-id rank the low ones: one
-    argsort on this key is ~2x faster than a two-key lexsort.
+    argsort on this key replaces a slower two-key lexsort.
     """
     bits = scores.astype(np.float32, copy=False).view(np.int32)
     if bits.size and bits.min() < 0:
