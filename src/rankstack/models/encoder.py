@@ -2,8 +2,9 @@
 
 On CPUs with bfloat16 matrix units (Intel AMX / AVX512-BF16) running the transformer under bf16
 autocast is much faster than fp32 with embeddings very close to fp32's (figures: README and
-benchmarks/results), so ``auto`` picks it there; elsewhere ``auto`` is fp32. int8 (dynamic quantisation of the linear layers) is
-offered for CPUs without bf16, at a measurable cost in quality (see benchmarks/dense_encode.py).
+benchmarks/results), so ``auto`` picks it there; elsewhere ``auto`` is fp32. int8 (dynamic
+quantisation of the linear layers) is offered for CPUs without bf16, at a measurable cost in
+quality (see benchmarks/dense_encode.py).
 """
 
 from __future__ import annotations

@@ -6,10 +6,12 @@ pipeline is a flat list of stages; its canonical string round-trips through :fun
 
 from __future__ import annotations
 
+import inspect
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cache
 from typing import Any, ClassVar
 
 from rankstack.errors import PipelineError
@@ -49,12 +51,22 @@ class Stage(ABC):
     # ``defaults()``. ``None`` means all of them (bm25 shows k1 and b, as Pyserini users expect).
     always_shown: ClassVar[tuple[str, ...] | None] = None
 
+    @classmethod
+    def declared_parameters(cls) -> dict[str, Any]:
+        """The keyword parameters and their defaults, read from ``__init__``'s signature.
+
+        The signature is the one place a stage declares its parameters: parsing (types come from the
+        defaults), defaults and canonical strings all derive from it, and ``__init__`` validates them.
+        A stage keeps each parameter in an attribute of the same name.
+        """
+        return dict(_declared_parameters(cls))
+
     def params(self) -> dict[str, Any]:
-        """All parameters, in a fixed order."""
-        return {}
+        """All parameters, in the signature's order."""
+        return {name: getattr(self, name) for name, _ in _declared_parameters(type(self))}
 
     def defaults(self) -> dict[str, Any]:
-        return {}
+        return self.declared_parameters()
 
     def positional(self) -> Sequence[Any]:
         """Sub-pipelines a stage combines (fusion); written before the keyword parameters."""
@@ -86,6 +98,14 @@ class Stage(ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self}>"
+
+
+@cache
+def _declared_parameters(stage_class: type[Stage]) -> tuple[tuple[str, Any], ...]:
+    keyword_kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return tuple((name, parameter.default)
+                 for name, parameter in inspect.signature(stage_class.__init__).parameters.items()
+                 if parameter.kind in keyword_kinds and parameter.default is not inspect.Parameter.empty)
 
 
 class Cutoff(Stage):

@@ -19,7 +19,6 @@ if TYPE_CHECKING:
 _MIN_SCORE = float(np.finfo(np.float32).tiny)  # a document matching no query term scores 0: never a hit
 _NO_DOC_IDS = np.array([], dtype=object)
 _NO_SCORES = np.array([], dtype=np.float32)
-_DEFAULTS: dict[str, Any] = {"k1": 0.9, "b": 0.4}  # Pyserini's defaults
 
 
 class BM25(Stage):
@@ -38,9 +37,6 @@ class BM25(Stage):
         self.index = index
         self.k1 = float(k1)
         self.b = float(b)
-
-    def params(self) -> dict[str, Any]:
-        return {"k1": self.k1, "b": self.b}
 
     def prepare(self, as_first_stage: bool, progress: ProgressFactory | None) -> None:
         """Compute the score matrix for (k1, b) now, so the first query's timing does not include it."""
@@ -86,4 +82,4 @@ class BM25(Stage):
         return result
 
 
-register_keyword_stage("bm25", BM25, _DEFAULTS)
+register_keyword_stage("bm25", BM25)

@@ -19,8 +19,6 @@ if TYPE_CHECKING:  # torch stays unimported until a dense stage runs
     from rankstack.index.dense import DenseVectors
     from rankstack.models.encoder import BiEncoder
 
-_DEFAULTS: dict[str, Any] = {"model": "default", "precision": "auto", "search": "exact", "ef_search": 256,
-                             "query_prefix": "", "doc_prefix": ""}
 _SEARCH_METHODS = ("exact", "hnsw")
 _CANDIDATE_CACHE_SIZE = 50_000  # vectors of documents encoded on the fly, kept for the next queries
 
@@ -53,12 +51,8 @@ class Dense(Stage):
         self.doc_prefix = doc_prefix
         self._doc_vector_cache: OrderedDict[str, np.ndarray] = OrderedDict()
 
-    def params(self) -> dict[str, Any]:
-        return {"model": self.model, "precision": self.precision, "search": self.search,
-                "ef_search": self.ef_search, "query_prefix": self.query_prefix, "doc_prefix": self.doc_prefix}
-
     def defaults(self) -> dict[str, Any]:
-        return {**_DEFAULTS, "model": canonical_model_id("default")}
+        return {**super().defaults(), "model": canonical_model_id("default")}
 
     @property
     def encoder(self) -> BiEncoder:
@@ -169,4 +163,4 @@ class Dense(Stage):
         return matrix
 
 
-register_keyword_stage("dense", Dense, _DEFAULTS)
+register_keyword_stage("dense", Dense)

@@ -19,13 +19,10 @@ from rankstack.types import Query, Run
 class RunFile(Stage):
     name = "run"
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str = "") -> None:
         if not path:
             raise PipelineError("run needs a file: run(path=FILE)")
         self.path = path
-
-    def params(self) -> dict[str, Any]:
-        return {"path": self.path}
 
     @cached_property
     def _run(self) -> Run:
@@ -50,4 +47,4 @@ class RunFile(Stage):
 def _make_run(index: Any, *positional: Any, **params: Any) -> RunFile:
     if positional:
         raise PipelineError("run takes one keyword parameter: run(path=FILE)")
-    return RunFile(**coerce_params("run", params, {"path": ""}))
+    return RunFile(**coerce_params("run", params, RunFile.declared_parameters()))

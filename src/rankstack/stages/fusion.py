@@ -60,9 +60,6 @@ class ReciprocalRankFusion(_Fusion):
             raise PipelineError(f"rrf: k must be >= 0, got {k}")
         self.k = k
 
-    def params(self) -> dict[str, Any]:
-        return {"k": self.k}
-
     def fuse(self, lists: list[Hits]) -> dict[str, float]:
         scores: dict[str, float] = {}
         for hits in lists:
@@ -87,9 +84,6 @@ class LinearFusion(_Fusion):
         self.alpha = alpha
         self.norm = norm
 
-    def params(self) -> dict[str, Any]:
-        return {"alpha": self.alpha, "norm": self.norm}
-
     def _normalise(self, scores: np.ndarray) -> np.ndarray:
         if len(scores) == 0:
             return scores
@@ -111,15 +105,13 @@ class LinearFusion(_Fusion):
         return scores
 
 
-_RRF_DEFAULTS: dict[str, Any] = {"k": 60}
-_LINEAR_DEFAULTS: dict[str, Any] = {"alpha": 0.5, "norm": "minmax"}
 
 
 @register_stage("rrf")
 def _make_rrf(index: Any, *inputs: Pipeline, **params: Any) -> ReciprocalRankFusion:
-    return ReciprocalRankFusion(*inputs, **coerce_params("rrf", params, _RRF_DEFAULTS))
+    return ReciprocalRankFusion(*inputs, **coerce_params("rrf", params, ReciprocalRankFusion.declared_parameters()))
 
 
 @register_stage("linear")
 def _make_linear(index: Any, *inputs: Pipeline, **params: Any) -> LinearFusion:
-    return LinearFusion(*inputs, **coerce_params("linear", params, _LINEAR_DEFAULTS))
+    return LinearFusion(*inputs, **coerce_params("linear", params, LinearFusion.declared_parameters()))

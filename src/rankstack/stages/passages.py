@@ -49,9 +49,6 @@ class Passages(Stage):
     def positional(self) -> list[Pipeline]:
         return [self.inner]
 
-    def params(self) -> dict[str, Any]:
-        return {"window": self.window, "stride": self.stride, "aggregate": self.aggregate}
-
     def prepare(self, as_first_stage: bool, progress: ProgressFactory | None) -> None:
         for stage in self.inner.stages:
             stage.prepare(False, progress)
@@ -87,5 +84,4 @@ class Passages(Stage):
 def _make_passages(index: Any, *inner: Pipeline, **params: Any) -> Passages:
     if len(inner) != 1:
         raise PipelineError("passages wraps one reranking pipeline: passages(cross_encoder(model=...), window=128)")
-    return Passages(index, inner[0], **coerce_params("passages", params, {"window": 128, "stride": 64,
-                                                                          "aggregate": "max"}))
+    return Passages(index, inner[0], **coerce_params("passages", params, Passages.declared_parameters()))

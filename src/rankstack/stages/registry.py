@@ -23,8 +23,11 @@ def register_stage(name: str) -> Callable[[StageFactory], StageFactory]:
     return decorator
 
 
-def register_keyword_stage(name: str, stage_class: Callable[..., Any], defaults: dict[str, Any]) -> None:
-    """Register a stage built from its index and keyword parameters only (no sub-pipelines)."""
+def register_keyword_stage(name: str, stage_class: Any) -> None:
+    """Register a stage built from its index and keyword parameters only (no sub-pipelines); the
+    parameters, their types and defaults are those ``stage_class.__init__`` declares."""
+    defaults = stage_class.declared_parameters()
+
     def factory(index: Any, *positional: Any, **params: Any) -> Any:
         if positional:
             example = ",".join(f"{key}=..." for key in defaults)

@@ -115,11 +115,6 @@ class CrossEncoderReranker(_Reranker):
             raise PipelineError(f"cross_encoder: states={states} keeps what precompute computes; add precompute=true")
         self._check_split_options(model)
 
-    def params(self) -> dict[str, Any]:
-        return {"model": self.model, "batch_size": self.batch_size, "max_length": self.max_length,
-                "precision": self.precision, "precompute": self.precompute, "cache_mb": self.cache_mb,
-                "states": self.states}
-
     def _check_split_options(self, location: str) -> bool:
         """Whether ``location`` holds a split cross-encoder, refusing the options that cannot apply to one."""
         split = is_split_cross_encoder(location)
@@ -134,9 +129,6 @@ class CrossEncoderReranker(_Reranker):
         if self.precompute and not loaded.precompute(self.index, progress, store):
             logger.warning("cross_encoder: precompute applies to split cross-encoders (rankstack train split); "
                            "%s is not one, so there is nothing to precompute", self.model)
-
-    def defaults(self) -> dict[str, Any]:
-        return dict(_CROSS_DEFAULTS)
 
     @property
     def loaded(self) -> PairScorer:
@@ -211,12 +203,6 @@ class MonoT5(_T5Ranker):
     def __init__(self, index: Any, model: str = "castorini/monot5-base-msmarco", batch_size: int = 16) -> None:
         super().__init__(index, model, batch_size)
 
-    def params(self) -> dict[str, Any]:
-        return {"model": self.model, "batch_size": self.batch_size}
-
-    def defaults(self) -> dict[str, Any]:
-        return dict(_MONO_DEFAULTS)
-
     def score(self, query: str, texts: list[str]) -> Sequence[float]:
         scores: list[float] = self.true_log_probabilities([f"Query: {query} Document: {t} Relevant:" for t in texts]
                                                           ).tolist()
@@ -237,12 +223,6 @@ class DuoT5(_T5Ranker):
             raise PipelineError(f"duo_t5: top_k must be at least 2, got {top_k}")
         self.top_k = top_k
 
-    def params(self) -> dict[str, Any]:
-        return {"model": self.model, "batch_size": self.batch_size, "top_k": self.top_k}
-
-    def defaults(self) -> dict[str, Any]:
-        return dict(_DUO_DEFAULTS)
-
     def score(self, query: str, texts: list[str]) -> Sequence[float]:
         head = texts[:self.top_k]
         pairs = list(itertools.permutations(range(len(head)), 2))
@@ -257,12 +237,8 @@ class DuoT5(_T5Ranker):
         return [*sym_sum, *tail]
 
 
-_CROSS_DEFAULTS: dict[str, Any] = {"model": "", "batch_size": 32, "max_length": 0, "precision": "auto",
-                                   "precompute": False, "cache_mb": 2048, "states": ""}
-_MONO_DEFAULTS: dict[str, Any] = {"model": "castorini/monot5-base-msmarco", "batch_size": 16}
-_DUO_DEFAULTS: dict[str, Any] = {"model": "castorini/duot5-base-msmarco", "batch_size": 16, "top_k": 10}
 
 
-register_keyword_stage("cross_encoder", CrossEncoderReranker, _CROSS_DEFAULTS)
-register_keyword_stage("mono_t5", MonoT5, _MONO_DEFAULTS)
-register_keyword_stage("duo_t5", DuoT5, _DUO_DEFAULTS)
+register_keyword_stage("cross_encoder", CrossEncoderReranker)
+register_keyword_stage("mono_t5", MonoT5)
+register_keyword_stage("duo_t5", DuoT5)
