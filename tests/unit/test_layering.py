@@ -12,8 +12,8 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[2] / "src"
 # Lower layers first; a module may import from its own layer and those before it.
 LAYERS = [
-    {"rankstack._version", "rankstack._memory", "rankstack.errors", "rankstack.types", "rankstack.ids", "rankstack._bounded",
-     "rankstack.ranking", "rankstack.text", "rankstack.io", "rankstack._console"},
+    {"rankstack._version", "rankstack._memory", "rankstack.errors", "rankstack.types", "rankstack.ids",
+     "rankstack._bounded", "rankstack.ranking", "rankstack.text", "rankstack.io", "rankstack._console"},
     {"rankstack.models"},  # encoders and rerankers: what the index's vectors and the stages run on
     {"rankstack.index"},
     {"rankstack.stages", "rankstack.evaluate", "rankstack.experiment", "rankstack.testing"},
