@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import gc
 import logging
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,6 +28,7 @@ from rankstack.models.split import (  # noqa: E402
 )
 from rankstack.stages import parse_pipeline  # noqa: E402
 from rankstack.stages.rerank import CrossEncoderReranker  # noqa: E402
+from rankstack.train.arguments import CrossEncoderTraining, SoupSettings, SplitTraining  # noqa: E402
 from rankstack.train.cross_encoder import train_cross_encoder  # noqa: E402
 from rankstack.train.split import (  # noqa: E402
     all_pairs_margin_mse,
@@ -281,16 +284,22 @@ def test_attention_dropout_is_turned_off_and_hidden_dropout_kept() -> None:
 @pytest.fixture
 def teacher(tiny_beir: Path, tiny_index: Index, tmp_path: Path) -> Path:
     path = tmp_path / "teacher"
-    train_cross_encoder(tiny_beir, path, tiny_index, split="test", batch_size=2, max_steps=1,
-                        negatives=2, max_length=64, dev_fraction=0.0, precision="fp32")
+    train_cross_encoder(tiny_beir, path, tiny_index,
+                        CrossEncoderTraining(split="test", batch_size=2, max_steps=1, negatives=2, max_length=64,
+                                             dev_fraction=0.0, precision="fp32"))
     return path
 
 
-def _split(teacher: Path, beir: Path, index: Index, output: Path, **extra):  # type: ignore[no-untyped-def]
-    return train_split_cross_encoder(str(teacher), beir, output, index, local_layers=3, query_tokens=16,
-                                     document_tokens=48, split="test", list_size=3, epochs=2, dev_fraction=0.0,
-                                     precision="fp32",
-                                     **{"max_steps": 4, "save_steps": 2, **extra})
+def _tiny_split(teacher: Path, **changes: Any) -> SplitTraining:
+    """The arguments of a tiny split run of ``teacher``, with ``changes``."""
+    return replace(SplitTraining(teacher=str(teacher), local_layers=3, query_tokens=16, document_tokens=48,
+                                 split="test", list_size=3, epochs=2, dev_fraction=0.0, precision="fp32",
+                                 max_steps=4, save_steps=2), **changes)
+
+
+def _split(teacher: Path, beir: Path, index: Index, output: Path, on_step: Any = None,
+           **changes: Any) -> dict[str, Any]:
+    return train_split_cross_encoder(beir, output, index, _tiny_split(teacher, **changes), on_step=on_step)
 
 
 @pytest.mark.parametrize("prune", [False, True])
@@ -375,11 +384,13 @@ def test_a_second_round_starts_from_the_split_model_of_the_same_layout(teacher: 
            query_reads_document=True)
     assert SplitCrossEncoder.load(str(tmp_path / "one-sided")).layout.query_reads_document
     with pytest.raises(RankstackError, match="pass the same --local-layers"):
-        train_split_cross_encoder(str(teacher), tiny_beir, tmp_path / "other", tiny_index, local_layers=2,
-                                  query_tokens=16, document_tokens=48, split="test", init=str(first))
+        train_split_cross_encoder(tiny_beir, tmp_path / "other", tiny_index,
+                                  SplitTraining(teacher=str(teacher), local_layers=2, query_tokens=16,
+                                                document_tokens=48, split="test", init=str(first)))
     with pytest.raises(RankstackError, match="is not a split cross-encoder"):
-        train_split_cross_encoder(str(teacher), tiny_beir, tmp_path / "other", tiny_index, local_layers=3,
-                                  query_tokens=16, document_tokens=48, split="test", init=str(teacher))
+        train_split_cross_encoder(tiny_beir, tmp_path / "other", tiny_index,
+                                  SplitTraining(teacher=str(teacher), local_layers=3, query_tokens=16,
+                                                document_tokens=48, split="test", init=str(teacher)))
 
 
 def test_a_soup_averages_split_models_of_one_layout(teacher: Path, tiny_beir: Path, tiny_index: Index,
@@ -389,7 +400,8 @@ def test_a_soup_averages_split_models_of_one_layout(teacher: Path, tiny_beir: Pa
     parts = [tmp_path / "a", tmp_path / "b"]
     _split(teacher, tiny_beir, tiny_index, parts[0], seed=1)
     _split(teacher, tiny_beir, tiny_index, parts[1], seed=2)
-    card = average_split_models([str(p) for p in parts], tmp_path / "soup", tiny_beir, tiny_index)
+    ingredients = SoupSettings(models=tuple(str(p) for p in parts))
+    card = average_split_models(tiny_beir, tmp_path / "soup", tiny_index, ingredients)
     assert card["soup_of"] == [str(p) for p in parts] and card["distilled_from"] == str(teacher)
     assert card["dev_ndcg@10"]["first_stage"] == "bm25%30"  # the ingredients' first stage; dev is empty here
     a, b, soup = (SplitCrossEncoder.load(str(p)).state_dict() for p in [*parts, tmp_path / "soup"])
@@ -398,19 +410,21 @@ def test_a_soup_averages_split_models_of_one_layout(teacher: Path, tiny_beir: Pa
         assert torch.allclose(soup[key], (a[key] + b[key]) / 2, atol=1e-6), key
     reranked = parse_pipeline(f"bm25%5>>cross_encoder(model={tmp_path / 'soup'},precision=fp32)", tiny_index)
     assert reranked.search("parrot feathers")
-    one_sided = average_split_models([str(p) for p in parts], tmp_path / "one-sided", query_reads_document=True)
+    one_sided = average_split_models(None, tmp_path / "one-sided", None,
+                                     replace(ingredients, query_reads_document=True))
     assert one_sided["layout"]["query_reads_document"] and not card["layout"]["query_reads_document"]
     assert SplitCrossEncoder.load(str(tmp_path / "one-sided")).state_dict().keys() == soup.keys()
     reads = parse_pipeline(f"bm25%5>>cross_encoder(model={tmp_path / 'one-sided'},precision=fp32)", tiny_index)
     assert [h.doc_id for h in reads.search("parrot feathers")]
     with pytest.raises(RankstackError, match="at least two models"):
-        average_split_models([str(parts[0])], tmp_path / "one")
+        average_split_models(None, tmp_path / "one", None, SoupSettings(models=(str(parts[0]),)))
     with pytest.raises(RankstackError, match="is not a split cross-encoder"):
-        average_split_models([str(parts[0]), str(teacher)], tmp_path / "mixed")
+        average_split_models(None, tmp_path / "mixed", None, SoupSettings(models=(str(parts[0]), str(teacher))))
     other = tmp_path / "other"
-    train_split_cross_encoder(str(teacher), tiny_beir, other, tiny_index, local_layers=2, query_tokens=16,
-                              document_tokens=48, split="test", list_size=3, dev_fraction=0.0, precision="fp32",
-                              max_steps=1)
+    train_split_cross_encoder(tiny_beir, other, tiny_index,
+                              SplitTraining(teacher=str(teacher), local_layers=2, query_tokens=16, document_tokens=48,
+                                            split="test", list_size=3, dev_fraction=0.0, precision="fp32",
+                                            max_steps=1))
     with pytest.raises(RankstackError, match="average models of one layout only"):
-        average_split_models([str(parts[0]), str(other)], tmp_path / "mixed")
+        average_split_models(None, tmp_path / "mixed", None, SoupSettings(models=(str(parts[0]), str(other))))
     assert not (tmp_path / "mixed").exists() and not (tmp_path / "one").exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 from transformers import TrainerCallback
@@ -18,6 +19,7 @@ from rankstack.index import Index  # noqa: E402
 from rankstack.io import BeirDataset  # noqa: E402
 from rankstack.stages import parse_pipeline  # noqa: E402
 from rankstack.stages.rerank import CrossEncoderReranker  # noqa: E402
+from rankstack.train.arguments import BiEncoderTraining, CrossEncoderTraining  # noqa: E402
 from rankstack.train.bi_encoder import train_bi_encoder  # noqa: E402
 from rankstack.train.cross_encoder import train_cross_encoder  # noqa: E402
 from rankstack.train.data import dev_queries, mine_examples, pseudo_query_lists  # noqa: E402
@@ -66,8 +68,8 @@ def test_no_positives_stops_with_a_clear_message(tiny_beir: Path, tiny_index: In
 
 def test_training_saves_a_loadable_model_with_a_card(tiny_beir: Path, tiny_index: Index, tmp_path: Path) -> None:
     output = tmp_path / "model"
-    card = train_bi_encoder(tiny_beir, output, tiny_index, split="test", batch_size=2, max_steps=2,
-                            dev_fraction=0.0)
+    card = train_bi_encoder(tiny_beir, output, tiny_index,
+                            BiEncoderTraining(split="test", batch_size=2, max_steps=2, dev_fraction=0.0))
     assert card["kept"] == "fine-tuned" and card["data"]["examples"] > 0
     saved = json.loads((output / "rankstack_training.json").read_text())
     assert saved["parameters"]["seed"] == 42 and saved["base"] == "sentence-transformers/all-MiniLM-L6-v2"
@@ -88,8 +90,9 @@ def test_mined_examples_carry_the_requested_number_of_distinct_negatives(tiny_be
 def test_cross_encoder_training_saves_a_reranker_the_stage_loads(tiny_beir: Path, tiny_index: Index,
                                                                   tmp_path: Path) -> None:
     output = tmp_path / "reranker"
-    card = train_cross_encoder(tiny_beir, output, tiny_index, split="test", batch_size=2, max_steps=2, negatives=2,
-                               max_length=64, dev_fraction=0.0, precision="fp32")
+    card = train_cross_encoder(tiny_beir, output, tiny_index,
+                               CrossEncoderTraining(split="test", batch_size=2, max_steps=2, negatives=2,
+                                                    max_length=64, dev_fraction=0.0, precision="fp32"))
     assert card["kind"] == "cross-encoder" and card["data"]["negatives_per_example"] == 2
     assert not list(tmp_path.glob(".reranker.*"))
     stage = parse_pipeline(f"bm25%5>>cross_encoder(model={output},precision=fp32)", tiny_index)
@@ -100,6 +103,10 @@ def test_cross_encoder_training_saves_a_reranker_the_stage_loads(tiny_beir: Path
     # by default the stage reads with the window the model was trained with; a number overrides it
     assert CrossEncoderReranker(tiny_index, str(output)).loaded.max_seq_length == 64
     assert CrossEncoderReranker(tiny_index, str(output), max_length=32).loaded.max_seq_length == 32
+
+
+_TEACHER = CrossEncoderTraining(split="test", batch_size=2, max_steps=1, negatives=2, max_length=64,
+                                dev_fraction=0.0, precision="fp32")
 
 
 class _Interrupt(TrainerCallback):
@@ -118,12 +125,13 @@ def test_an_interrupted_run_resumes_from_its_last_checkpoint(kind: str, tiny_bei
                                                               tmp_path: Path) -> None:
     output = tmp_path / "model"
 
-    def train(**extra):  # type: ignore[no-untyped-def]
-        common = {"split": "test", "batch_size": 2, "max_steps": 4, "save_steps": 2, "dev_fraction": 0.0, **extra}
+    def train(callbacks: list[TrainerCallback] | None = None) -> dict[str, Any]:
         if kind == "bi-encoder":
-            return train_bi_encoder(tiny_beir, output, tiny_index, **common)
-        return train_cross_encoder(tiny_beir, output, tiny_index, negatives=1, max_length=64, precision="fp32",
-                                   **common)
+            bi = BiEncoderTraining(split="test", batch_size=2, max_steps=4, save_steps=2, dev_fraction=0.0)
+            return train_bi_encoder(tiny_beir, output, tiny_index, bi, callbacks=callbacks)
+        cross = CrossEncoderTraining(split="test", batch_size=2, max_steps=4, save_steps=2, dev_fraction=0.0,
+                                     negatives=1, max_length=64, precision="fp32")
+        return train_cross_encoder(tiny_beir, output, tiny_index, cross, callbacks=callbacks)
 
     with pytest.raises(KeyboardInterrupt):
         train(callbacks=[_Interrupt(at_step=2)])
@@ -140,8 +148,7 @@ def test_layer_distillation_loss_maps_each_kept_layer_to_the_teacher_layer_it_ca
     from rankstack.train.compress import LayerDistillationLoss, drop_layers
 
     teacher_dir = tmp_path / "teacher"
-    train_cross_encoder(tiny_beir, teacher_dir, tiny_index, split="test", batch_size=2, max_steps=1, negatives=2,
-                        max_length=64, dev_fraction=0.0, precision="fp32")
+    train_cross_encoder(tiny_beir, teacher_dir, tiny_index, _TEACHER)
     teacher = load_cross_encoder(str(teacher_dir)).eval()
     inputs = [["loyal dogs", "parrot feathers"], ["dogs are loyal", "parrots have feathers"],
               ["cats sleep a lot", "the stock market fell"]]
@@ -156,16 +163,16 @@ def test_layer_distillation_loss_maps_each_kept_layer_to_the_teacher_layer_it_ca
 def test_distillation_keeps_evenly_spaced_layers_and_saves_a_smaller_student(tiny_beir: Path, tiny_index: Index,
                                                                               tmp_path: Path) -> None:
     # Its speed is measured by benchmarks/reranker_compression.py, never by a timed test.
+    from rankstack.train.arguments import DistillationTraining
     from rankstack.train.compress import distil_cross_encoder, evenly_spaced_layers
 
     assert evenly_spaced_layers(6, 3) == [1, 3, 5] and evenly_spaced_layers(6, 6) == list(range(6))
     assert evenly_spaced_layers(12, 4) == [2, 5, 8, 11]
     teacher = tmp_path / "teacher"
-    train_cross_encoder(tiny_beir, teacher, tiny_index, split="test", batch_size=2, max_steps=1, negatives=2,
-                        max_length=64, dev_fraction=0.0, precision="fp32")
-    card = distil_cross_encoder(str(teacher), tiny_beir, tmp_path / "student", tiny_index, keep_layers=2,
-                                split="test", batch_size=2, max_steps=2, negatives=2, max_length=64,
-                                dev_fraction=0.0, precision="fp32")
+    train_cross_encoder(tiny_beir, teacher, tiny_index, _TEACHER)
+    args = DistillationTraining(teacher=str(teacher), keep_layers=2, split="test", batch_size=2, max_steps=2,
+                                negatives=2, max_length=64, dev_fraction=0.0, precision="fp32")
+    card = distil_cross_encoder(tiny_beir, tmp_path / "student", tiny_index, args)
     assert card["layers"] == {"teacher": 6, "kept": [2, 5]}
     saved = json.loads((tmp_path / "student" / "config.json").read_text())
     assert saved["num_hidden_layers"] == 2

@@ -36,11 +36,12 @@ def train_bi_encoder_command(
     max_steps: Annotated[int, typer.Option(help="Stop after this many steps (-1: all epochs).")] = -1,
 ) -> None:
     """Fine-tune a bi-encoder (in-batch + mined hard negatives); resumes from checkpoints if interrupted."""
+    from rankstack.train.arguments import BiEncoderTraining
     from rankstack.train.bi_encoder import train_bi_encoder
 
-    opened = _mining_index(dataset)
-    card = train_bi_encoder(dataset, output, opened, base, split, epochs, batch_size, learning_rate, seed, miner,
-                            max_steps=max_steps)
+    args = BiEncoderTraining(base=base, split=split, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+                             seed=seed, miner=miner, max_steps=max_steps)
+    card = train_bi_encoder(dataset_dir=dataset, output=output, index=_mining_index(dataset), args=args)
     stderr.print(f"saved {card['kept']} model to {output} in {card['train_seconds']:.0f} s; dev nDCG@10 "
                  f"{card['dev_ndcg@10']}")
 
@@ -63,11 +64,13 @@ def train_cross_encoder_command(
     max_steps: Annotated[int, typer.Option(help="Stop after this many steps (-1: all epochs).")] = -1,
 ) -> None:
     """Fine-tune a cross-encoder reranker (listwise loss over mined hard negatives); resumes if interrupted."""
+    from rankstack.train.arguments import CrossEncoderTraining
     from rankstack.train.cross_encoder import train_cross_encoder
 
-    opened = _mining_index(dataset)
-    card = train_cross_encoder(dataset, output, opened, base, split, epochs, batch_size, learning_rate, seed, miner,
-                               negatives, max_length, max_steps=max_steps)
+    args = CrossEncoderTraining(base=base, split=split, epochs=epochs, batch_size=batch_size,
+                                learning_rate=learning_rate, seed=seed, miner=miner, negatives=negatives,
+                                max_length=max_length, max_steps=max_steps)
+    card = train_cross_encoder(dataset_dir=dataset, output=output, index=_mining_index(dataset), args=args)
     stderr.print(f"saved {card['kept']} model to {output} in {card['train_seconds']:.0f} s; dev nDCG@10 "
                  f"{card['dev_ndcg@10']}")
 
@@ -94,12 +97,14 @@ def train_distil_command(
                                                 "documents' titles as queries, with the miner's candidates.")] = 0,
 ) -> None:
     """Compress a cross-encoder: drop layers, then distil the teacher's score margins and hidden states into it."""
+    from rankstack.train.arguments import DistillationTraining
     from rankstack.train.compress import distil_cross_encoder
 
-    opened = _mining_index(dataset)
-    card = distil_cross_encoder(teacher, dataset, output, opened, keep_layers, split, epochs, batch_size,
-                                learning_rate, seed, miner, negatives, max_length, max_steps=max_steps,
+    args = DistillationTraining(teacher=teacher, keep_layers=keep_layers, split=split, epochs=epochs,
+                                batch_size=batch_size, learning_rate=learning_rate, seed=seed, miner=miner,
+                                negatives=negatives, max_length=max_length, max_steps=max_steps,
                                 hidden_weight=hidden_weight, pseudo_queries=pseudo_queries)
+    card = distil_cross_encoder(dataset_dir=dataset, output=output, index=_mining_index(dataset), args=args)
     stderr.print(f"saved a {len(card['layers']['kept'])}-layer student to {output} in {card['train_seconds']:.0f} s; "
                  f"dev nDCG@10 {card['dev_ndcg@10']}")
 
@@ -137,14 +142,16 @@ def train_split_command(
                                                        "the document, so it is still precomputed).")] = False,
 ) -> None:
     """Make a cross-encoder faster by splitting its lower layers by segment (PreTTR), distilled from itself."""
+    from rankstack.train.arguments import SplitTraining
     from rankstack.train.split import train_split_cross_encoder
 
-    opened = _mining_index(dataset)
-    card = train_split_cross_encoder(teacher, dataset, output, opened, local_layers, query_tokens, document_tokens,
-                                     split, epochs, list_size, learning_rate, seed, miner, max_steps=max_steps,
-                                     pseudo_queries=pseudo_queries, pseudo_query_source=pseudo_query_source,
-                                     hidden_weight=hidden_weight, init=init, prune=prune_stopwords,
-                                     query_reads_document=query_reads_document)
+    args = SplitTraining(teacher=teacher, init=init, local_layers=local_layers, query_tokens=query_tokens,
+                         document_tokens=document_tokens, prune=prune_stopwords,
+                         query_reads_document=query_reads_document, split=split, miner=miner, list_size=list_size,
+                         pseudo_queries=pseudo_queries, pseudo_query_source=pseudo_query_source, seed=seed,
+                         epochs=epochs, learning_rate=learning_rate, max_steps=max_steps,
+                         hidden_weight=hidden_weight)
+    card = train_split_cross_encoder(dataset_dir=dataset, output=output, index=_mining_index(dataset), args=args)
     stderr.print(f"saved a split cross-encoder ({local_layers} of {card['layout']['layers']} layers split) to "
                  f"{output} in {card['train_seconds']:.0f} s; dev nDCG@10 {card['dev_ndcg@10']}")
 
@@ -161,9 +168,11 @@ def train_soup_command(
                                                        "(documents are still precomputed).")] = False,
 ) -> None:
     """Average the weights of several split cross-encoders into one (a model soup); query time is unchanged."""
+    from rankstack.train.arguments import SoupSettings
     from rankstack.train.soup import average_split_models
 
-    card = average_split_models(models, output, dataset, _mining_index(dataset) if dataset else None,
-                                query_reads_document=query_reads_document)
+    args = SoupSettings(models=tuple(models), query_reads_document=query_reads_document)
+    card = average_split_models(dataset_dir=dataset, output=output,
+                                index=_mining_index(dataset) if dataset else None, args=args)
     stderr.print(f"saved the average of {len(models)} split cross-encoders to {output}; "
                  f"dev nDCG@10 {card.get('dev_ndcg@10', 'not scored (no --dataset)')}")

@@ -6,8 +6,11 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import time
 from pathlib import Path
 from typing import Any
+
+from rankstack.train.arguments import BiEncoderTraining, CrossEncoderTraining, DistillationTraining
 
 logger = logging.getLogger(__name__)
 
@@ -23,6 +26,20 @@ def latest_checkpoint(checkpoints: Path) -> Path | None:
     return found[-1] if found else None
 
 
+def resume_point(checkpoints: Path) -> Path | None:
+    """The checkpoint a run resumes from (the newest an interrupted earlier run left), said in the log."""
+    resumed = latest_checkpoint(checkpoints)
+    if resumed is not None:
+        logger.info("resuming from %s", resumed)
+    return resumed
+
+
+def run_facts(resumed: Path | None, started: float) -> dict[str, Any]:
+    """The last entries of every training card: the checkpoint resumed from and the seconds taken."""
+    return {"resumed_from": resumed.name if resumed else None,
+            "train_seconds": round(time.perf_counter() - started, 1)}
+
+
 def save_with_card(model: Any, output: Path, card: dict[str, Any]) -> None:
     """Save to a staging folder, write the model card, then swap it into place; the checkpoints go last,
     once the model is safely saved."""
@@ -36,21 +53,19 @@ def save_with_card(model: Any, output: Path, card: dict[str, Any]) -> None:
     shutil.rmtree(checkpoint_folder(output), ignore_errors=True)
 
 
-def trainer_arguments(checkpoints: Path, epochs: int, max_steps: int, batch_size: int, learning_rate: float,
-                      seed: int, save_steps: int, bf16: bool = False) -> dict[str, Any]:
+def trainer_arguments(checkpoints: Path, args: BiEncoderTraining | CrossEncoderTraining | DistillationTraining,
+                      bf16: bool = False) -> dict[str, Any]:
     """Keyword arguments shared by every trainer: seeded, CPU, checkpoints every ``save_steps`` (two kept)."""
-    return {"output_dir": str(checkpoints), "num_train_epochs": epochs, "max_steps": max_steps,
-            "per_device_train_batch_size": batch_size, "learning_rate": learning_rate, "warmup_ratio": 0.1,
-            "seed": seed, "data_seed": seed, "save_strategy": "steps", "save_steps": save_steps,
-            "save_total_limit": 2, "logging_steps": 10, "report_to": [], "use_cpu": True, "bf16": bf16,
-            "disable_tqdm": False}
+    return {"output_dir": str(checkpoints), "num_train_epochs": args.epochs, "max_steps": args.max_steps,
+            "per_device_train_batch_size": args.batch_size, "learning_rate": args.learning_rate,
+            "warmup_ratio": 0.1, "seed": args.seed, "data_seed": args.seed, "save_strategy": "steps",
+            "save_steps": args.save_steps, "save_total_limit": 2, "logging_steps": 10, "report_to": [],
+            "use_cpu": True, "bf16": bf16, "disable_tqdm": False}
 
 
 def train_resuming(trainer: Any, checkpoints: Path) -> Path | None:
     """Train, resuming from an interrupted run's newest checkpoint if there is one; returns that checkpoint."""
-    resumed = latest_checkpoint(checkpoints)
-    if resumed is not None:
-        logger.info("resuming from %s", resumed)
+    resumed = resume_point(checkpoints)
     trainer.train(resume_from_checkpoint=str(resumed) if resumed else None)
     return resumed
 

@@ -18,7 +18,8 @@ from rankstack.evaluate import evaluate
 from rankstack.index import Index
 from rankstack.io import BeirDataset
 from rankstack.models.loading import canonical_model_id, require, resolve_model_location
-from rankstack.train._run import checkpoint_folder, save_with_card, train_resuming, trainer_arguments
+from rankstack.train._run import checkpoint_folder, run_facts, save_with_card, train_resuming, trainer_arguments
+from rankstack.train.arguments import BiEncoderTraining
 from rankstack.train.data import dev_qrels, mine_examples
 from rankstack.types import Query, Run
 
@@ -40,10 +41,11 @@ def _dev_ndcg(model: Any, index: Index, queries: list[Query], qrels: list[Any]) 
     return evaluate(Run.from_scores(scores), qrels, ["nDCG@10"]).aggregate["nDCG@10"]
 
 
-def train_bi_encoder(dataset_dir: str | Path, output: str | Path, index: Index, base: str = "default",
-                     split: str = "train", epochs: int = 1, batch_size: int = 32, learning_rate: float = 2e-5,
-                     seed: int = 42, miner: str = "bm25%30", dev_fraction: float = 0.1, save_steps: int = 10,
-                     max_steps: int = -1, callbacks: list[Any] | None = None) -> dict[str, Any]:
+def train_bi_encoder(dataset_dir: str | Path, output: str | Path, index: Index, args: BiEncoderTraining, *,
+                     callbacks: list[Any] | None = None) -> dict[str, Any]:
+    """Fine-tune ``args.base`` on the collection's judgements and save the better of it and the starting
+    model (by dev nDCG@10) with its training card; resumes from an interrupted run's newest checkpoint.
+    ``callbacks`` go to the sentence-transformers trainer."""
     sentence_transformers = require("sentence_transformers", "train", "Training")
     datasets = require("datasets", "train", "Training")
     require("accelerate", "train", "Training")
@@ -55,18 +57,17 @@ def train_bi_encoder(dataset_dir: str | Path, output: str | Path, index: Index, 
     started = time.perf_counter()
     output = Path(output)
     dataset = BeirDataset.open(dataset_dir)
-    data = mine_examples(dataset, index, split, miner, dev_fraction=dev_fraction, seed=seed)
+    data = mine_examples(dataset, index, args.split, args.miner, dev_fraction=args.dev_fraction, seed=args.seed)
     logger.info("training data: %s", data.to_json())
-    model = sentence_transformers.SentenceTransformer(resolve_model_location(base), device="cpu")
-    qrels = dev_qrels(dataset, split, data.dev_queries)
+    model = sentence_transformers.SentenceTransformer(resolve_model_location(args.base), device="cpu")
+    qrels = dev_qrels(dataset, args.split, data.dev_queries)
     base_dev = _dev_ndcg(model, index, data.dev_queries, qrels) if data.dev_queries else None
     train = datasets.Dataset.from_dict({"anchor": [t[0] for t in data.triples],
                                         "positive": [t[1] for t in data.triples],
                                         "negative": [t[2] for t in data.triples]})
     checkpoints = checkpoint_folder(output)
     arguments = sentence_transformers.SentenceTransformerTrainingArguments(
-        **trainer_arguments(checkpoints, epochs, max_steps, batch_size, learning_rate, seed, save_steps),
-        batch_sampler="no_duplicates")
+        **trainer_arguments(checkpoints, args), batch_sampler="no_duplicates")
     trainer = sentence_transformers.SentenceTransformerTrainer(model=model, args=arguments, train_dataset=train,
                                                                loss=MultipleNegativesRankingLoss(model),
                                                                callbacks=callbacks)
@@ -76,13 +77,11 @@ def train_bi_encoder(dataset_dir: str | Path, output: str | Path, index: Index, 
     if kept == "base":
         logger.warning("fine-tuning lowered dev nDCG@10 (%.4f -> %.4f); saving the starting model", base_dev,
                        tuned_dev)
-        model = sentence_transformers.SentenceTransformer(resolve_model_location(base), device="cpu")
-    card = {"kind": "bi-encoder", "base": canonical_model_id(base), "dataset": str(dataset.root), "split": split,
-            "data": data.to_json(), "miner": miner,
-            "parameters": {"epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate, "seed": seed,
-                           "loss": "MultipleNegativesRankingLoss", "max_steps": max_steps},
-            "dev_ndcg@10": {"base": base_dev, "fine_tuned": tuned_dev}, "kept": kept,
-            "resumed_from": resumed.name if resumed else None,
-            "train_seconds": round(time.perf_counter() - started, 1)}
+        model = sentence_transformers.SentenceTransformer(resolve_model_location(args.base), device="cpu")
+    card = {"kind": "bi-encoder", "base": canonical_model_id(args.base), "dataset": str(dataset.root),
+            "split": args.split, "data": data.to_json(), "miner": args.miner,
+            "parameters": {"epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.learning_rate,
+                           "seed": args.seed, "loss": "MultipleNegativesRankingLoss", "max_steps": args.max_steps},
+            "dev_ndcg@10": {"base": base_dev, "fine_tuned": tuned_dev}, "kept": kept, **run_facts(resumed, started)}
     save_with_card(model, output, card)
     return card

@@ -27,10 +27,12 @@ from rankstack.models.loading import require, resolve_model_location
 from rankstack.train._run import (
     checkpoint_folder,
     example_columns,
+    run_facts,
     save_with_card,
     train_resuming,
     trainer_arguments,
 )
+from rankstack.train.arguments import DistillationTraining
 from rankstack.train.cross_encoder import dev_reranking
 from rankstack.train.data import dev_qrels, mine_examples, pseudo_query_lists
 
@@ -120,49 +122,47 @@ class LayerDistillationLoss(torch.nn.Module):
         return losses
 
 
-def distil_cross_encoder(teacher_model: str, dataset_dir: str | Path, output: str | Path, index: Index,
-                         keep_layers: int = 3, split: str = "train", epochs: int = 2, batch_size: int = 16,
-                         learning_rate: float = 5e-5, seed: int = 42, miner: str = "bm25%30", negatives: int = 7,
-                         max_length: int = 256, dev_fraction: float = 0.1, save_steps: int = 50,
-                         max_steps: int = -1, precision: str = "auto", hidden_weight: float = 20.0,
-                         pseudo_queries: int = 0, callbacks: list[Any] | None = None) -> dict[str, Any]:
+def distil_cross_encoder(dataset_dir: str | Path, output: str | Path, index: Index, args: DistillationTraining, *,
+                         callbacks: list[Any] | None = None) -> dict[str, Any]:
+    """Compress ``args.teacher`` into a student keeping ``args.keep_layers`` of its layers, distilled on
+    the collection's training queries; saves it with its training card and resumes an interrupted run.
+    ``callbacks`` go to the sentence-transformers trainer."""
     sentence_transformers = require("sentence_transformers", "train", "Distillation")
     datasets = require("datasets", "train", "Distillation")
     require("accelerate", "train", "Distillation")
 
     started = time.perf_counter()
     output = Path(output)
-    teacher = load_cross_encoder(str(resolve_model_location(teacher_model)), max_length)
+    teacher = load_cross_encoder(str(resolve_model_location(args.teacher)), args.max_length)
     total = teacher[0].model.config.num_hidden_layers
-    kept_layers = evenly_spaced_layers(total, keep_layers)
+    kept_layers = evenly_spaced_layers(total, args.keep_layers)
     student = drop_layers(teacher, kept_layers)
     dataset = BeirDataset.open(dataset_dir)
-    data = mine_examples(dataset, index, split, miner, negatives_per_positive=negatives, dev_fraction=dev_fraction,
-                         seed=seed)
+    data = mine_examples(dataset, index, args.split, args.miner, negatives_per_positive=args.negatives,
+                         dev_fraction=args.dev_fraction, seed=args.seed)
     logger.info("distillation data: %s", data.to_json())
-    examples = data.examples + (pseudo_query_lists(index, pseudo_queries, miner, negatives + 1, seed)
-                                if pseudo_queries else [])
+    examples = data.examples + (pseudo_query_lists(index, args.pseudo_queries, args.miner, args.negatives + 1,
+                                                   args.seed) if args.pseudo_queries else [])
     columns: dict[str, Any] = example_columns(examples)
     checkpoints = checkpoint_folder(output)
-    arguments = sentence_transformers.cross_encoder.CrossEncoderTrainingArguments(**trainer_arguments(
-        checkpoints, epochs, max_steps, batch_size, learning_rate, seed, save_steps,
-        bf16=resolve_precision(precision) == "bf16"))
+    arguments = sentence_transformers.cross_encoder.CrossEncoderTrainingArguments(
+        **trainer_arguments(checkpoints, args, bf16=resolve_precision(args.precision) == "bf16"))
     trainer = sentence_transformers.cross_encoder.CrossEncoderTrainer(
         model=student, args=arguments, train_dataset=datasets.Dataset.from_dict(columns),
-        loss=LayerDistillationLoss(student, teacher, kept_layers, hidden_weight), callbacks=callbacks)
+        loss=LayerDistillationLoss(student, teacher, kept_layers, args.hidden_weight), callbacks=callbacks)
     resumed = train_resuming(trainer, checkpoints)
-    qrels = dev_qrels(dataset, split, data.dev_queries)
-    dev_ndcg = dev_reranking(index, data.dev_queries, qrels, miner, precision)
+    qrels = dev_qrels(dataset, args.split, data.dev_queries)
+    dev_ndcg = dev_reranking(index, data.dev_queries, qrels, args.miner, args.precision)
     dev = {"teacher": dev_ndcg(teacher), "student": dev_ndcg(student)} if data.dev_queries else {}
-    card = {"kind": "cross-encoder", "head": "segment-similarity", "distilled_from": str(teacher_model),
-            "layers": {"teacher": total, "kept": kept_layers}, "dataset": str(dataset.root), "split": split,
+    card = {"kind": "cross-encoder", "head": "segment-similarity", "distilled_from": str(args.teacher),
+            "layers": {"teacher": total, "kept": kept_layers}, "dataset": str(dataset.root), "split": args.split,
             "data": {**data.to_json(), "pseudo_query_lists": len(examples) - len(data.examples)},
-            "miner": miner,
-            "parameters": {"epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate, "seed": seed,
-                           "negatives": negatives, "max_length": max_length, "max_steps": max_steps,
-                           "precision": resolve_precision(precision), "hidden_weight": hidden_weight,
+            "miner": args.miner,
+            "parameters": {"epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.learning_rate,
+                           "seed": args.seed, "negatives": args.negatives, "max_length": args.max_length,
+                           "max_steps": args.max_steps, "precision": resolve_precision(args.precision),
+                           "hidden_weight": args.hidden_weight,
                            "loss": "MarginMSE on teacher scores + relative MSE on kept layers' hidden states"},
-            "dev_ndcg@10": {**dev, "first_stage": miner}, "resumed_from": resumed.name if resumed else None,
-            "train_seconds": round(time.perf_counter() - started, 1)}
+            "dev_ndcg@10": {**dev, "first_stage": args.miner}, **run_facts(resumed, started)}
     save_with_card(student, output, card)
     return card

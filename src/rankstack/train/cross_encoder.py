@@ -32,10 +32,12 @@ from rankstack.stages.base import candidate_texts
 from rankstack.train._run import (
     checkpoint_folder,
     example_columns,
+    run_facts,
     save_with_card,
     train_resuming,
     trainer_arguments,
 )
+from rankstack.train.arguments import CrossEncoderTraining
 from rankstack.train.data import dev_qrels, mine_examples
 from rankstack.types import Query, Run
 
@@ -67,11 +69,11 @@ def dev_reranking(index: Index, queries: list[Query], qrels: list[Any], first_st
     return ndcg
 
 
-def train_cross_encoder(dataset_dir: str | Path, output: str | Path, index: Index, base: str = "default",
-                        split: str = "train", epochs: int = 2, batch_size: int = 8, learning_rate: float = 3e-5,
-                        seed: int = 42, miner: str = "bm25%30", negatives: int = 7, max_length: int = 256,
-                        dev_fraction: float = 0.1, save_steps: int = 50, max_steps: int = -1,
-                        precision: str = "auto", callbacks: list[Any] | None = None) -> dict[str, Any]:
+def train_cross_encoder(dataset_dir: str | Path, output: str | Path, index: Index, args: CrossEncoderTraining, *,
+                        callbacks: list[Any] | None = None) -> dict[str, Any]:
+    """Fine-tune ``args.base`` as a reranker and save the better of it and the starting model (reranking
+    the dev queries) with its training card; resumes from an interrupted run's newest checkpoint.
+    ``callbacks`` go to the sentence-transformers trainer."""
     sentence_transformers = require("sentence_transformers", "train", "Training")
     datasets = require("datasets", "train", "Training")
     require("accelerate", "train", "Training")
@@ -80,18 +82,17 @@ def train_cross_encoder(dataset_dir: str | Path, output: str | Path, index: Inde
     started = time.perf_counter()
     output = Path(output)
     dataset = BeirDataset.open(dataset_dir)
-    data = mine_examples(dataset, index, split, miner, negatives_per_positive=negatives,
-                         dev_fraction=dev_fraction, seed=seed)
+    data = mine_examples(dataset, index, args.split, args.miner, negatives_per_positive=args.negatives,
+                         dev_fraction=args.dev_fraction, seed=args.seed)
     logger.info("training data: %s", data.to_json())
-    location = str(resolve_model_location(base))
-    model = build_segment_cross_encoder(location, max_length)
-    qrels = dev_qrels(dataset, split, data.dev_queries)
-    dev_ndcg = dev_reranking(index, data.dev_queries, qrels, miner, precision)
+    location = str(resolve_model_location(args.base))
+    model = build_segment_cross_encoder(location, args.max_length)
+    qrels = dev_qrels(dataset, args.split, data.dev_queries)
+    dev_ndcg = dev_reranking(index, data.dev_queries, qrels, args.miner, args.precision)
     base_dev = dev_ndcg(model)
     checkpoints = checkpoint_folder(output)
-    arguments = sentence_transformers.cross_encoder.CrossEncoderTrainingArguments(**trainer_arguments(
-        checkpoints, epochs, max_steps, batch_size, learning_rate, seed, save_steps,
-        bf16=resolve_precision(precision) == "bf16"))
+    arguments = sentence_transformers.cross_encoder.CrossEncoderTrainingArguments(
+        **trainer_arguments(checkpoints, args, bf16=resolve_precision(args.precision) == "bf16"))
     # Raw scores, no sigmoid: the head's scaled cosine is already a logit, and a sigmoid would saturate it.
     loss = MultipleNegativesRankingLoss(model, num_negatives=1, scale=1, activation_fn=torch.nn.Identity())
     trainer = sentence_transformers.cross_encoder.CrossEncoderTrainer(
@@ -103,15 +104,14 @@ def train_cross_encoder(dataset_dir: str | Path, output: str | Path, index: Inde
     if kept == "base":
         logger.warning("fine-tuning lowered dev nDCG@10 (%.4f -> %.4f); saving the starting model", base_dev,
                        tuned_dev)
-        model = build_segment_cross_encoder(location, max_length)
-    card = {"kind": "cross-encoder", "head": "segment-similarity", "base": canonical_model_id(base),
-            "dataset": str(dataset.root), "split": split, "data": data.to_json(), "miner": miner,
-            "parameters": {"epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate, "seed": seed,
-                           "negatives": negatives, "max_length": max_length, "max_steps": max_steps,
-                           "precision": resolve_precision(precision),
+        model = build_segment_cross_encoder(location, args.max_length)
+    card = {"kind": "cross-encoder", "head": "segment-similarity", "base": canonical_model_id(args.base),
+            "dataset": str(dataset.root), "split": args.split, "data": data.to_json(), "miner": args.miner,
+            "parameters": {"epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.learning_rate,
+                           "seed": args.seed, "negatives": args.negatives, "max_length": args.max_length,
+                           "max_steps": args.max_steps, "precision": resolve_precision(args.precision),
                            "loss": "MultipleNegativesRankingLoss (listwise softmax, raw scores)"},
-            "dev_ndcg@10": {"base": base_dev, "fine_tuned": tuned_dev, "first_stage": miner}, "kept": kept,
-            "resumed_from": resumed.name if resumed else None,
-            "train_seconds": round(time.perf_counter() - started, 1)}
+            "dev_ndcg@10": {"base": base_dev, "fine_tuned": tuned_dev, "first_stage": args.miner}, "kept": kept,
+            **run_facts(resumed, started)}
     save_with_card(model, output, card)
     return card

@@ -16,6 +16,7 @@ from rankstack.errors import RankstackError
 from rankstack.models.loading import is_split_cross_encoder, resolve_model_location
 from rankstack.models.split import SplitCrossEncoder
 from rankstack.train._run import save_with_card
+from rankstack.train.arguments import SoupSettings
 
 logger = logging.getLogger(__name__)
 
@@ -25,22 +26,45 @@ def _card(location: str) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
-def average_split_models(models: list[str], output: str | Path, dataset_dir: str | Path | None = None,
-                         index: Any = None, query_reads_document: bool = False) -> dict[str, Any]:
-    """Average ``models`` (split cross-encoders of one layout and shape) into ``output``; returns its card.
-    With ``dataset_dir`` (and its ``index``), the soup is scored on the dev queries its ingredients held
-    out (same split, seed and first stage as the first one's training), as a trained model would be.
-    ``query_reads_document`` makes the soup's query read the document in the split layers (a mask, not
-    a weight: ingredients trained either way can serve so)."""
+def average_split_models(dataset_dir: str | Path | None, output: str | Path, index: Any,
+                         args: SoupSettings) -> dict[str, Any]:
+    """Average ``args.models`` (split cross-encoders of one layout and shape) into ``output``; returns its
+    card. With ``dataset_dir`` (and its ``index``), the soup is scored on the dev queries its ingredients
+    held out (same split, seed and first stage as the first one's training), as a trained model would be.
+    ``args.query_reads_document`` makes the soup's query read the document in the split layers (a mask,
+    not a weight: ingredients trained either way can serve so)."""
     started = time.perf_counter()
-    if len(models) < 2:
-        raise RankstackError(f"a soup needs at least two models, got {len(models)}")
-    locations = [str(resolve_model_location(m)) for m in models]
+    if len(args.models) < 2:
+        raise RankstackError(f"a soup needs at least two models, got {len(args.models)}")
+    locations = [str(resolve_model_location(m)) for m in args.models]
     for location in locations:
         if not is_split_cross_encoder(location):
             raise RankstackError(f"{location} is not a split cross-encoder (rankstack train split writes one); "
                                  f"only split models of one layout can be averaged")
-    # a running sum: the first model, the sum and one other are held at a time, however many are averaged
+    first = _average(locations)
+    if args.query_reads_document:
+        first.layout = replace(first.layout, query_reads_document=True)
+    cards = [_card(location) for location in locations]
+    teachers = sorted({str(card.get("distilled_from")) for card in cards if card.get("distilled_from")})
+    if len(teachers) > 1:  # a moved teacher is spelt differently, so this warns rather than refuses
+        logger.warning("the models' cards name %d teachers (%s); a soup of different teachers' students is "
+                       "rarely better than either", len(teachers), ", ".join(teachers))
+    card = {"kind": "split-cross-encoder", "head": "segment-similarity", "soup_of": locations,
+            "distilled_from": teachers[0] if len(teachers) == 1 else teachers,
+            "layout": {**asdict(first.layout), "layers": len(first.encoder.encoder.layer)},
+            "dataset": cards[0].get("dataset"), "split": cards[0].get("split"), "miner": cards[0].get("miner"),
+            "ingredients_dev_ndcg@10": [card.get("dev_ndcg@10") for card in cards],
+            "parameters": {"averaging": "uniform"}, "train_seconds": round(time.perf_counter() - started, 1)}
+    if dataset_dir is not None:
+        card["dev_ndcg@10"] = _dev_ndcg(first, cards[0], dataset_dir, index)
+    save_with_card(first, Path(output), card)
+    return card
+
+
+def _average(locations: list[str]) -> SplitCrossEncoder:
+    """The first model, holding the uniform average of every model's weights; refuses models of another
+    layout, tokenizer or shape. A running sum: the first model, the sum and one other are held at a time,
+    however many are averaged."""
     first = SplitCrossEncoder.load(locations[0])
     reference = first.state_dict()
     total = {key: value.double() for key, value in reference.items() if value.is_floating_point()}
@@ -62,23 +86,7 @@ def average_split_models(models: list[str], output: str | Path, dataset_dir: str
         del model, state
     first.load_state_dict({key: (total[key] / len(locations)).to(value.dtype) if key in total else value
                            for key, value in reference.items()})
-    if query_reads_document:
-        first.layout = replace(first.layout, query_reads_document=True)
-    cards = [_card(location) for location in locations]
-    teachers = sorted({str(card.get("distilled_from")) for card in cards if card.get("distilled_from")})
-    if len(teachers) > 1:  # a moved teacher is spelt differently, so this warns rather than refuses
-        logger.warning("the models' cards name %d teachers (%s); a soup of different teachers' students is "
-                       "rarely better than either", len(teachers), ", ".join(teachers))
-    card = {"kind": "split-cross-encoder", "head": "segment-similarity", "soup_of": locations,
-            "distilled_from": teachers[0] if len(teachers) == 1 else teachers,
-            "layout": {**asdict(first.layout), "layers": len(first.encoder.encoder.layer)},
-            "dataset": cards[0].get("dataset"), "split": cards[0].get("split"), "miner": cards[0].get("miner"),
-            "ingredients_dev_ndcg@10": [card.get("dev_ndcg@10") for card in cards],
-            "parameters": {"averaging": "uniform"}, "train_seconds": round(time.perf_counter() - started, 1)}
-    if dataset_dir is not None:
-        card["dev_ndcg@10"] = _dev_ndcg(first, cards[0], dataset_dir, index)
-    save_with_card(first, Path(output), card)
-    return card
+    return first
 
 
 def _dev_ndcg(model: SplitCrossEncoder, trained: dict[str, Any], dataset_dir: str | Path, index: Any) -> Any:

@@ -17,7 +17,8 @@ import logging
 import random
 import shutil
 import time
-from dataclasses import asdict, replace
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +31,21 @@ from rankstack.models.cross_heads import load_cross_encoder
 from rankstack.models.encoder import precision_context, resolve_precision
 from rankstack.models.loading import is_split_cross_encoder, require, resolve_model_location
 from rankstack.models.split import SplitCrossEncoder, SplitLayout
-from rankstack.train._run import checkpoint_folder, latest_checkpoint, save_with_card
+from rankstack.train._run import checkpoint_folder, resume_point, run_facts, save_with_card
+from rankstack.train.arguments import SplitTraining
 from rankstack.train.cross_encoder import dev_reranking
-from rankstack.train.data import check_pseudo_query_source, dev_qrels, mine_examples, pseudo_query_lists
+from rankstack.train.data import (
+    TrainingData,
+    check_pseudo_query_source,
+    dev_qrels,
+    mine_examples,
+    pseudo_query_lists,
+)
 
 logger = logging.getLogger(__name__)
 
 TrainingList = tuple[str, list[str], torch.Tensor]  # query, documents, the teacher's scores for them
+Example = tuple[str, str, tuple[str, ...]]  # query, positive, the mined others
 
 
 def all_pairs_margin_mse(scores: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
@@ -81,8 +90,7 @@ def without_attention_dropout(encoder: Any) -> int:
     return changed
 
 
-def _teacher_lists(teacher: Any, examples: list[tuple[str, str, tuple[str, ...]]], precision: str,
-                   progress: Any) -> list[TrainingList]:
+def _teacher_lists(teacher: Any, examples: list[Example], precision: str, progress: Any) -> list[TrainingList]:
     lists = []
     with torch.inference_mode(), precision_context(precision):
         for query, positive, negatives in progress(examples, "teacher scoring lists"):
@@ -97,6 +105,154 @@ def _tqdm(items: list[Any], description: str) -> Any:
     from tqdm.auto import tqdm
 
     return tqdm(items, desc=description)
+
+
+@dataclass
+class _Setup:
+    """What a run starts from: its arguments (precision and ``init`` resolved), the teacher, the student
+    and the training data (``examples``: the mined lists, then any pseudo-query lists)."""
+
+    args: SplitTraining
+    precision: str
+    init: str | None
+    teacher: Any
+    student: SplitCrossEncoder
+    dataset: BeirDataset
+    data: TrainingData
+    examples: list[Example]
+
+
+def _layout(args: SplitTraining) -> SplitLayout:
+    return SplitLayout(args.local_layers, args.query_tokens, args.document_tokens, args.prune,
+                       args.query_reads_document)
+
+
+def _setup(dataset_dir: str | Path, index: Index, args: SplitTraining) -> _Setup:
+    precision = resolve_precision(args.precision)
+    if precision == "int8":
+        precision = "fp32"  # int8 is an inference format; training runs in full precision
+    teacher = load_cross_encoder(str(resolve_model_location(args.teacher)))
+    init = str(resolve_model_location(args.init)) if args.init else args.init
+    student = (_initialised_student(teacher, args, init) if init
+               else SplitCrossEncoder.from_cross_encoder(teacher, _layout(args)))
+    without_attention_dropout(student.encoder)
+    dataset = BeirDataset.open(dataset_dir)
+    data = mine_examples(dataset, index, args.split, args.miner, negatives_per_positive=args.list_size - 1,
+                         dev_fraction=args.dev_fraction, seed=args.seed)
+    examples = data.examples + (pseudo_query_lists(index, args.pseudo_queries, args.miner, args.list_size,
+                                                   args.seed, args.pseudo_query_source)
+                                if args.pseudo_queries else [])
+    return _Setup(args, precision, init, teacher, student, dataset, data, examples)
+
+
+def _initialised_student(teacher: Any, args: SplitTraining, init: str) -> SplitCrossEncoder:
+    """The split model at ``init``, refused unless it is a split of the teacher in the layout ``args`` ask for
+    (whether the query reads the document may differ: it changes attention masks only, not weights)."""
+    if not is_split_cross_encoder(init):
+        raise RankstackError(f"--init {init} is not a split cross-encoder (rankstack train split writes one); "
+                             f"leave --init out to start from a copy of the teacher")
+    student = SplitCrossEncoder.load(init)
+    student.layout = replace(student.layout, query_reads_document=args.query_reads_document)
+    layout = _layout(args)
+    if student.layout != layout:
+        raise RankstackError(f"{init} was split as {asdict(student.layout)}, not {asdict(layout)}; "
+                             f"pass the same --local-layers, --query-tokens, --document-tokens and "
+                             f"--prune-stopwords")
+    shape = ("num_hidden_layers", "hidden_size", "vocab_size")
+    if [getattr(student.encoder.config, k) for k in shape] != [getattr(teacher[0].model.config, k) for k in shape]:
+        raise RankstackError(f"{init} is not a split of {args.teacher}: their {', '.join(shape)} differ")
+    return student
+
+
+def _claimed_arguments(setup: _Setup) -> dict[str, Any]:
+    """The arguments a run's checkpoint folder is claimed with, keyed as runs saved before have them:
+    ``query_reads_document`` stands apart from the layout so that runs saved before it existed still resume."""
+    args = setup.args
+    layout = {k: v for k, v in asdict(_layout(args)).items() if k != "query_reads_document"}
+    return {"teacher": str(args.teacher), "dataset": str(setup.dataset.root), "split": args.split,
+            "layout": layout, "query_reads_document": args.query_reads_document, "epochs": args.epochs,
+            "list_size": args.list_size, "learning_rate": args.learning_rate, "seed": args.seed,
+            "miner": args.miner, "dev_fraction": args.dev_fraction, "max_steps": args.max_steps,
+            "precision": setup.precision, "pseudo_queries": args.pseudo_queries,
+            "pseudo_query_source": args.pseudo_query_source, "hidden_weight": args.hidden_weight, "init": setup.init}
+
+
+def _scored_lists(setup: _Setup, checkpoints: _Checkpoints) -> list[TrainingList]:
+    """The training lists with the teacher's scores: those an interrupted run saved, or scored now and saved."""
+    lists = checkpoints.teacher_lists()
+    if lists is None:
+        lists = _teacher_lists(setup.teacher.eval(), setup.examples, setup.precision, _tqdm)
+        checkpoints.save_teacher_lists(lists)
+    return lists
+
+
+@dataclass
+class _Loop:
+    """The student's optimisation: one list per step, ``total`` steps, and the state a checkpoint holds."""
+
+    setup: _Setup
+    lists: list[TrainingList]
+    optimiser: torch.optim.Optimizer
+    schedule: torch.optim.lr_scheduler.LambdaLR
+    total: int
+
+    @classmethod
+    def start(cls, setup: _Setup, lists: list[TrainingList]) -> _Loop:
+        """AdamW with a linear warm-up over the first tenth of the steps, then a linear decay to 0."""
+        args = setup.args
+        total = args.epochs * len(lists) if args.max_steps < 0 else min(args.max_steps, args.epochs * len(lists))
+        optimiser = torch.optim.AdamW(setup.student.parameters(), lr=args.learning_rate, weight_decay=0.01)
+        warmup = max(1, total // 10)
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimiser, lambda s: min((s + 1) / warmup, max(0.0, (total - s) / max(1, total - warmup))))
+        return cls(setup, lists, optimiser, schedule, total)
+
+    def state(self, step: int) -> dict[str, Any]:
+        return {"model": self.setup.student.state_dict(), "optimiser": self.optimiser.state_dict(),
+                "schedule": self.schedule.state_dict(), "step": step}
+
+    def restore(self, state: dict[str, Any]) -> int:
+        """Load a checkpoint's state; returns its step."""
+        self.setup.student.load_state_dict(state["model"])
+        self.optimiser.load_state_dict(state["optimiser"])
+        self.schedule.load_state_dict(state["schedule"])
+        return int(state["step"])
+
+    def run(self, start: int, checkpoints: _Checkpoints, on_step: Callable[[int], Any] | None) -> None:
+        """Steps ``start`` to ``total``, checkpointed every ``checkpoints.every`` (not after the last)."""
+        teacher_encoder = self.setup.teacher[0].model.eval()
+        self.setup.student.train()
+        for position in _tqdm(list(range(start, self.total)), "training split cross-encoder"):
+            self.step(position, teacher_encoder)
+            step = position + 1
+            if step % checkpoints.every == 0 and step < self.total:
+                checkpoints.save(step, self.state(step))
+            if on_step is not None:
+                on_step(step)
+        self.setup.student.eval()
+
+    def step(self, position: int, teacher_encoder: Any) -> None:
+        """One optimiser step on one list; the order of the lists and the dropout repeat exactly however
+        often the run resumes."""
+        args, student = self.setup.args, self.setup.student
+        epoch, within = divmod(position, len(self.lists))
+        order = list(range(len(self.lists)))
+        random.Random(args.seed + epoch).shuffle(order)
+        query, documents, reference = self.lists[order[within]]
+        torch.manual_seed(args.seed * 1_000_003 + position)
+        inputs = student.joint_inputs(query, documents)
+        states: list[torch.Tensor] = []
+        with precision_context(self.setup.precision):
+            scores = student(inputs, states if args.hidden_weight else None)
+            loss = all_pairs_margin_mse(scores, reference)
+            if args.hidden_weight:
+                targets = _teacher_states(teacher_encoder, inputs, args.local_layers)
+                loss = loss + args.hidden_weight * hidden_state_loss(states, targets, inputs["joint"])
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
+        self.optimiser.step()
+        self.schedule.step()
+        self.optimiser.zero_grad()
 
 
 class _Checkpoints:
@@ -141,128 +297,58 @@ class _Checkpoints:
         for old in sorted(self.folder.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))[:-2]:
             shutil.rmtree(old)
 
+    def resume(self, loop: _Loop) -> tuple[Path | None, int]:
+        """Restore the newest checkpoint an interrupted run left into ``loop``; returns it and the step to
+        go on from (none and 0 when there is none)."""
+        resumed = resume_point(self.folder)
+        if resumed is None:
+            return None, 0
+        return resumed, loop.restore(torch.load(resumed / "state.pt", weights_only=False))
 
-def train_split_cross_encoder(teacher_model: str, dataset_dir: str | Path, output: str | Path, index: Index,
-                              local_layers: int = 3, query_tokens: int = 64, document_tokens: int = 224,
-                              split: str = "train",
-                              epochs: int = 1, list_size: int = 16, learning_rate: float = 5e-5, seed: int = 42,
-                              miner: str = "bm25%30", dev_fraction: float = 0.1, save_steps: int = 100,
-                              max_steps: int = -1, precision: str = "auto", pseudo_queries: int = 0,
-                              pseudo_query_source: str = "title", hidden_weight: float = 1.0,
-                              init: str | None = None, prune: bool = False, query_reads_document: bool = False,
-                              on_step: Any = None) -> dict[str, Any]:
-    """Train a split cross-encoder from ``teacher_model``; resumes from the newest checkpoint of an
+
+def _card(setup: _Setup, index: Index, total: int, resumed: Path | None, started: float) -> dict[str, Any]:
+    """The training card, with the teacher's and the student's dev nDCG@10 reranking the miner's candidates."""
+    args, data, student = setup.args, setup.data, setup.student
+    dev_ndcg = dev_reranking(index, data.dev_queries, dev_qrels(setup.dataset, args.split, data.dev_queries),
+                             args.miner, setup.precision)
+    dev = {"teacher": dev_ndcg(setup.teacher), "student": dev_ndcg(student)} if data.dev_queries else {}
+    loss = "MarginMSE over every pair of each list, on the teacher's scores" + (
+        f" + {args.hidden_weight} x relative MSE of token states (last split layer and every joint layer)"
+        if args.hidden_weight else "")
+    return {"kind": "split-cross-encoder", "head": "segment-similarity", "distilled_from": str(args.teacher),
+            "initialised_from": setup.init,
+            "layout": {**asdict(_layout(args)), "layers": len(student.encoder.encoder.layer)},
+            "dataset": str(setup.dataset.root), "split": args.split,
+            "data": {**data.to_json(), "pseudo_query_lists": len(setup.examples) - len(data.examples),
+                     "pseudo_query_source": args.pseudo_query_source}, "miner": args.miner,
+            "parameters": {"epochs": args.epochs, "list_size": args.list_size, "learning_rate": args.learning_rate,
+                           "seed": args.seed, "max_steps": args.max_steps, "steps": total,
+                           "precision": setup.precision, "dev_fraction": args.dev_fraction, "loss": loss,
+                           "hidden_weight": args.hidden_weight},
+            "dev_ndcg@10": {**dev, "first_stage": args.miner}, **run_facts(resumed, started)}
+
+
+def train_split_cross_encoder(dataset_dir: str | Path, output: str | Path, index: Index, args: SplitTraining, *,
+                              on_step: Callable[[int], Any] | None = None) -> dict[str, Any]:
+    """Train a split cross-encoder from ``args.teacher``; resumes from the newest checkpoint of an
     interrupted run. ``on_step(step)`` is called after each optimiser step (for tests and progress).
 
-    ``hidden_weight`` weighs a second loss next to the score margins: the student's token states at the
-    last split layer and every joint layer against the unsplit teacher's on the same tokens (in the
-    spirit of TinyBERT / MiniLM), a far richer signal per list than its 16 scores. ``init`` starts the
-    student from a split model trained before (same layout) instead of a copy of the teacher: a second
+    ``args.hidden_weight`` weighs a second loss next to the score margins: the student's token states at
+    the last split layer and every joint layer against the unsplit teacher's on the same tokens (in the
+    spirit of TinyBERT / MiniLM), a far richer signal per list than its 16 scores. ``args.init`` starts
+    the student from a split model trained before (same layout) instead of a copy of the teacher: a second
     round of distillation, on more lists or at a lower learning rate; it may have been split with the
-    query reading the document or not (``query_reads_document`` says how the student will be)."""
+    query reading the document or not (``args.query_reads_document`` says how the student will be)."""
     require("transformers", "train", "Split cross-encoder training")
-    check_pseudo_query_source(pseudo_query_source)
+    check_pseudo_query_source(args.pseudo_query_source)
     started = time.perf_counter()
-    output, precision = Path(output), resolve_precision(precision)
-    if precision == "int8":
-        precision = "fp32"  # int8 is an inference format; training runs in full precision
-    teacher = load_cross_encoder(str(resolve_model_location(teacher_model)))
-    layout = SplitLayout(local_layers, query_tokens, document_tokens, prune, query_reads_document)
-    if init:
-        init = str(resolve_model_location(init))
-        if not is_split_cross_encoder(init):
-            raise RankstackError(f"--init {init} is not a split cross-encoder (rankstack train split writes one); "
-                                 f"leave --init out to start from a copy of the teacher")
-        student = SplitCrossEncoder.load(init)
-        # whether the query reads the document changes attention masks only, not weights
-        student.layout = replace(student.layout, query_reads_document=query_reads_document)
-        if student.layout != layout:
-            raise RankstackError(f"{init} was split as {asdict(student.layout)}, not {asdict(layout)}; "
-                                 f"pass the same --local-layers, --query-tokens, --document-tokens and "
-                                 f"--prune-stopwords")
-        shape = ("num_hidden_layers", "hidden_size", "vocab_size")
-        if [getattr(student.encoder.config, k) for k in shape] != [getattr(teacher[0].model.config, k) for k in shape]:
-            raise RankstackError(f"{init} is not a split of {teacher_model}: their {', '.join(shape)} differ")
-    else:
-        student = SplitCrossEncoder.from_cross_encoder(teacher, layout)
-    without_attention_dropout(student.encoder)
-    dataset = BeirDataset.open(dataset_dir)
-    data = mine_examples(dataset, index, split, miner, negatives_per_positive=list_size - 1,
-                         dev_fraction=dev_fraction, seed=seed)
-    examples = data.examples + (pseudo_query_lists(index, pseudo_queries, miner, list_size, seed,
-                                                   pseudo_query_source) if pseudo_queries else [])
-    checkpoints = _Checkpoints(checkpoint_folder(output), save_steps)
-    # query_reads_document stands apart from the layout so that runs saved before it existed still resume
-    layout_arguments = {k: v for k, v in asdict(layout).items() if k != "query_reads_document"}
-    checkpoints.claim({"teacher": str(teacher_model), "dataset": str(dataset.root), "split": split,
-                       "layout": layout_arguments, "query_reads_document": query_reads_document, "epochs": epochs,
-                       "list_size": list_size,
-                       "learning_rate": learning_rate, "seed": seed, "miner": miner, "dev_fraction": dev_fraction,
-                       "max_steps": max_steps, "precision": precision, "pseudo_queries": pseudo_queries,
-                       "pseudo_query_source": pseudo_query_source, "hidden_weight": hidden_weight, "init": init},
-                      added={"pseudo_query_source": "title", "query_reads_document": False})
-    lists = checkpoints.teacher_lists()
-    if lists is None:
-        lists = _teacher_lists(teacher.eval(), examples, precision, _tqdm)
-        checkpoints.save_teacher_lists(lists)
-    total = epochs * len(lists) if max_steps < 0 else min(max_steps, epochs * len(lists))
-    optimiser = torch.optim.AdamW(student.parameters(), lr=learning_rate, weight_decay=0.01)
-    warmup = max(1, total // 10)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimiser, lambda s: min((s + 1) / warmup, max(0.0, (total - s) / max(1, total - warmup))))
-    resumed = latest_checkpoint(checkpoints.folder)
-    step = 0
-    if resumed is not None:
-        logger.info("resuming from %s", resumed)
-        state = torch.load(resumed / "state.pt", weights_only=False)
-        student.load_state_dict(state["model"])
-        optimiser.load_state_dict(state["optimiser"])
-        schedule.load_state_dict(state["schedule"])
-        step = state["step"]
-    teacher_encoder = teacher[0].model.eval()
-    student.train()
-    for position in _tqdm(list(range(step, total)), "training split cross-encoder"):
-        epoch, within = divmod(position, len(lists))
-        order = list(range(len(lists)))
-        random.Random(seed + epoch).shuffle(order)  # the same order however often the run resumes
-        query, documents, reference = lists[order[within]]
-        torch.manual_seed(seed * 1_000_003 + position)  # dropout repeats exactly across resumes
-        inputs = student.joint_inputs(query, documents)
-        states: list[torch.Tensor] = []
-        with precision_context(precision):
-            scores = student(inputs, states if hidden_weight else None)
-            loss = all_pairs_margin_mse(scores, reference)
-            if hidden_weight:
-                targets = _teacher_states(teacher_encoder, inputs, local_layers)
-                loss = loss + hidden_weight * hidden_state_loss(states, targets, inputs["joint"])
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
-        optimiser.step()
-        schedule.step()
-        optimiser.zero_grad()
-        step = position + 1
-        if step % save_steps == 0 and step < total:
-            checkpoints.save(step, {"model": student.state_dict(), "optimiser": optimiser.state_dict(),
-                                    "schedule": schedule.state_dict(), "step": step})
-        if on_step is not None:
-            on_step(step)
-    student.eval()
-    dev_ndcg = dev_reranking(index, data.dev_queries, dev_qrels(dataset, split, data.dev_queries), miner, precision)
-    dev = {"teacher": dev_ndcg(teacher), "student": dev_ndcg(student)} if data.dev_queries else {}
-    card = {"kind": "split-cross-encoder", "head": "segment-similarity", "distilled_from": str(teacher_model),
-            "initialised_from": init,
-            "layout": {**asdict(layout), "layers": len(student.encoder.encoder.layer)},
-            "dataset": str(dataset.root), "split": split,
-            "data": {**data.to_json(), "pseudo_query_lists": len(examples) - len(data.examples),
-                     "pseudo_query_source": pseudo_query_source}, "miner": miner,
-            "parameters": {"epochs": epochs, "list_size": list_size, "learning_rate": learning_rate, "seed": seed,
-                           "max_steps": max_steps, "steps": total, "precision": precision,
-                           "dev_fraction": dev_fraction,
-                           "loss": "MarginMSE over every pair of each list, on the teacher's scores"
-                                   + (f" + {hidden_weight} x relative MSE of token states (last split layer and "
-                                      "every joint layer)" if hidden_weight else ""),
-                           "hidden_weight": hidden_weight},
-            "dev_ndcg@10": {**dev, "first_stage": miner}, "resumed_from": resumed.name if resumed else None,
-            "train_seconds": round(time.perf_counter() - started, 1)}
-    save_with_card(student, output, card)
+    output = Path(output)
+    setup = _setup(dataset_dir, index, args)
+    checkpoints = _Checkpoints(checkpoint_folder(output), args.save_steps)
+    checkpoints.claim(_claimed_arguments(setup), added={"pseudo_query_source": "title", "query_reads_document": False})
+    loop = _Loop.start(setup, _scored_lists(setup, checkpoints))
+    resumed, step = checkpoints.resume(loop)
+    loop.run(step, checkpoints, on_step)
+    card = _card(setup, index, loop.total, resumed, started)
+    save_with_card(setup.student, output, card)
     return card

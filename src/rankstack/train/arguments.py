@@ -1,0 +1,127 @@
+"""The arguments of each trainer, one frozen dataclass per trainer, with the defaults the CLI also uses.
+
+A trainer is called as ``train_x(dataset_dir, output, index, XTraining(...))``; the dataclasses import
+nothing heavy, so building one costs nothing before the trainer's own imports.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, kw_only=True)
+class BiEncoderTraining:
+    """Arguments of :func:`rankstack.train.bi_encoder.train_bi_encoder`."""
+
+    base: str = "default"
+    """The starting model: local path or Hugging Face id."""
+    split: str = "train"
+    miner: str = "bm25%30"
+    dev_fraction: float = 0.1
+    seed: int = 42
+    """Data: the qrels split trained on, the first stage mining hard negatives, the share of its queries
+    held out for model selection and the seed of that draw (and of training)."""
+    epochs: int = 1
+    batch_size: int = 32
+    learning_rate: float = 2e-5
+    max_steps: int = -1
+    save_steps: int = 10
+    """Optimisation: ``max_steps`` -1 runs every epoch; a checkpoint every ``save_steps`` steps."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class CrossEncoderTraining:
+    """Arguments of :func:`rankstack.train.cross_encoder.train_cross_encoder`."""
+
+    base: str = "default"
+    max_length: int = 256
+    """The starting transformer (local path or Hugging Face id) and the tokens of one (query, document) input."""
+    split: str = "train"
+    miner: str = "bm25%30"
+    negatives: int = 7
+    dev_fraction: float = 0.1
+    seed: int = 42
+    """Data: the qrels split trained on, the first stage mining ``negatives`` hard negatives per positive
+    (and giving the dev candidates), the share of queries held out for model selection, the seed."""
+    epochs: int = 2
+    batch_size: int = 8
+    learning_rate: float = 3e-5
+    max_steps: int = -1
+    save_steps: int = 50
+    precision: str = "auto"
+    """Optimisation: ``max_steps`` -1 runs every epoch; a checkpoint every ``save_steps`` steps; bf16
+    autocast when ``precision`` resolves to bf16."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class DistillationTraining:
+    """Arguments of :func:`rankstack.train.compress.distil_cross_encoder`."""
+
+    teacher: str
+    keep_layers: int = 3
+    max_length: int = 256
+    """The cross-encoder compressed (local path or Hugging Face id), how many of its layers the student
+    keeps, and the tokens of one (query, document) input."""
+    split: str = "train"
+    miner: str = "bm25%30"
+    negatives: int = 7
+    pseudo_queries: int = 0
+    dev_fraction: float = 0.1
+    seed: int = 42
+    """Data: the qrels split, the first stage mining ``negatives`` documents per positive, how many
+    unlabelled lists (titles as queries) are added, the share of queries held out for dev, the seed."""
+    epochs: int = 2
+    batch_size: int = 16
+    learning_rate: float = 5e-5
+    max_steps: int = -1
+    save_steps: int = 50
+    precision: str = "auto"
+    hidden_weight: float = 20.0
+    """Optimisation: as for cross-encoders; ``hidden_weight`` weighs the hidden-state loss against the
+    score margins (0: margins only)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class SplitTraining:
+    """Arguments of :func:`rankstack.train.split.train_split_cross_encoder`."""
+
+    teacher: str
+    init: str | None = None
+    """The unsplit cross-encoder distilled from; ``init``: a split model (same layout) to start from
+    instead of a copy of the teacher."""
+    local_layers: int = 3
+    query_tokens: int = 64
+    document_tokens: int = 224
+    prune: bool = False
+    query_reads_document: bool = False
+    """The layout: lower layers reading query and document apart, the longest query and document in
+    tokens, whether documents' stopwords are pruned after the split layers, whether the query reads the
+    document in them."""
+    split: str = "train"
+    miner: str = "bm25%30"
+    list_size: int = 16
+    pseudo_queries: int = 0
+    pseudo_query_source: str = "title"
+    dev_fraction: float = 0.1
+    seed: int = 42
+    """Data: the qrels split, the first stage mining lists of ``list_size`` documents (a positive and
+    its best unjudged others), unlabelled lists added and what of a document is their query, the share
+    of queries held out for dev, the seed."""
+    epochs: int = 1
+    learning_rate: float = 5e-5
+    max_steps: int = -1
+    save_steps: int = 100
+    precision: str = "auto"
+    hidden_weight: float = 1.0
+    """Optimisation: one list per step; ``max_steps`` -1 runs every epoch; a checkpoint every
+    ``save_steps`` steps; ``hidden_weight`` weighs the token-state loss next to the score margins."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class SoupSettings:
+    """Arguments of :func:`rankstack.train.soup.average_split_models`."""
+
+    models: tuple[str, ...]
+    query_reads_document: bool = False
+    """The split cross-encoders averaged (one layout, one teacher), and whether the soup's query reads
+    the document in the split layers (a mask, not a weight)."""
