@@ -106,3 +106,18 @@ def test_every_module_imports_only_its_own_layer_and_those_below() -> None:
     assert not unplaced, f"modules in no layer: {unplaced}"
     upward = sorted(f"{m} -> {t}" for m, targets in graph.items() for t in targets if _layer(t) > _layer(m))
     assert not upward, "imports from a higher layer:\n" + "\n".join(upward)
+
+
+def test_modules_and_functions_stay_small() -> None:
+    # A newcomer reads one job per module and one step per function (limits of the renovation issue).
+    too_long = []
+    for path in (SRC / "rankstack").rglob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        if text.count("\n") > 400:
+            too_long.append(f"{path.relative_to(SRC)}: {text.count(chr(10))} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno is not None:
+                length = node.end_lineno - node.lineno + 1
+                if length > 60:
+                    too_long.append(f"{path.relative_to(SRC)}:{node.lineno} {node.name}: {length} lines")
+    assert not too_long, "\n".join(too_long)
