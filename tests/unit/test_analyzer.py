@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from rankstack.text import LUCENE_ENGLISH_STOP_WORDS, LuceneEnglishAnalyzer
 from rankstack.text import _uax29_tables as tables
 from rankstack.text.porter import PorterStemmer, porter_stem
-from rankstack.text.tokenizer import _ASCII_PATTERN, _BMP_PATTERN, _FULL_PATTERN, standard_tokens
+from rankstack.text.tokenizer import _ASCII_PATTERN, _pattern, standard_tokens
 
 
 @pytest.fixture(scope="module")
@@ -164,4 +164,5 @@ def test_stem_memo_is_bounded() -> None:
 @settings(max_examples=3000, deadline=None)
 @given(st.text(alphabet="ab1_ .,;:'\"-Z9\n", max_size=16))
 def test_ascii_fast_path_is_the_general_grammar(text: str) -> None:
-    assert _ASCII_PATTERN.findall(text) == _BMP_PATTERN.findall(text) == _FULL_PATTERN.findall(text)
+    general = _pattern(astral=False).findall(text)
+    assert _ASCII_PATTERN.findall(text) == general == _pattern(astral=True).findall(text)

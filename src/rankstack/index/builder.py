@@ -11,11 +11,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from rankstack._version import __version__
-from rankstack.errors import DiskFullError, EmptyInputError, RankstackError, is_disk_full
+from rankstack.errors import EmptyInputError, RankstackError
 from rankstack.ids import check_id
 from rankstack.index.docstore import DocStoreWriter
 from rankstack.index.manifest import write_manifest
 from rankstack.index.sparse import PostingsBuilder
+from rankstack.index.staging import staged
 from rankstack.io.corpus import SourceLocation, is_beir_directory, iter_corpus
 from rankstack.text.analyzer import LuceneEnglishAnalyzer
 from rankstack.types import Doc
@@ -55,7 +56,8 @@ def build_index(
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = output.parent / f".{output.name}.building-{uuid.uuid4().hex[:8]}"
     staging.mkdir()
-    try:
+    kept = f"the index at {output} is unchanged" if output.exists() else "nothing was written"
+    with staged(staging, output, "building the index", kept, "Free some space and rerun the command"):
         started = time.perf_counter()
         counts = _write_contents(records, staging, progress)
         analyzer = LuceneEnglishAnalyzer()
@@ -72,16 +74,6 @@ def build_index(
             "build_seconds": round(time.perf_counter() - started, 3),
         })
         _swap_into_place(staging, output)
-    except Exception as error:
-        shutil.rmtree(staging, ignore_errors=True)
-        if is_disk_full(error):
-            kept = f"the index at {output} is unchanged" if output.exists() else "nothing was written"
-            raise DiskFullError(f"no space left on the device of {output} while building the index; {kept}. "
-                                "Free some space and rerun the command") from None
-        raise
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return output
 
 

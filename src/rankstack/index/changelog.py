@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from rankstack.errors import ChangeLogDamagedError, DiskFullError
+from rankstack.index.manifest import fsync_path
 
 LOG_NAME = "changes.log"
 HEAD_NAME = "changes.head"
@@ -213,16 +214,8 @@ def repair_log(path: Path) -> RepairReport:
         os.fsync(handle.fileno())
     os.replace(temporary, path)  # a new file (new inode): running readers see the change
     write_head(path, Head(len(kept), path.stat().st_size))
-    _fsync_directory(path.parent)
+    fsync_path(path.parent)
     return RepairReport(len(kept), scan.damage, len(scan.salvaged), scan.torn_tail_bytes, backup, scan.lost)
-
-
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class ChangeLogWriter:
@@ -234,7 +227,7 @@ class ChangeLogWriter:
         created = not path.exists()
         self._handle = open(path, "ab")
         if created:
-            _fsync_directory(path.parent)
+            fsync_path(path.parent)
         if self._handle.tell() != valid:  # drop a torn tail left by a crash (never acknowledged)
             self._handle.truncate(valid)
             self._handle.seek(valid)

@@ -34,7 +34,7 @@ def seal_manifest(manifest: dict[str, Any]) -> dict[str, Any]:
 
 def _write(path: Path, manifest: dict[str, Any]) -> None:
     path.write_text(json.dumps(seal_manifest(manifest), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    _fsync(path)
+    fsync_path(path)
 
 
 def file_checksum(path: Path) -> str:
@@ -45,7 +45,8 @@ def file_checksum(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _fsync(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """fsync a file or a directory (a directory's entries: a new or renamed file survives a crash)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -63,7 +64,7 @@ def write_manifest(directory: Path, content: dict[str, Any]) -> dict[str, Any]:
         relative = path.relative_to(directory).as_posix()
         if relative == MANIFEST_NAME:
             continue
-        _fsync(path)
+        fsync_path(path)
         files[relative] = {"sha256": file_checksum(path), "bytes": path.stat().st_size}
     manifest = seal_manifest({"format": FORMAT_NAME, "format_version": FORMAT_VERSION, **content, "files": files})
     _write(directory / MANIFEST_NAME, manifest)
@@ -127,7 +128,7 @@ def update_manifest(directory: Path, prefix: str, section: tuple[str, str], sect
     manifest = json.loads(path.read_text(encoding="utf-8"))
     files = {name: entry for name, entry in manifest["files"].items() if not name.startswith(prefix)}
     for file in sorted(p for p in (directory / prefix).rglob("*") if p.is_file()):
-        _fsync(file)
+        fsync_path(file)
         files[file.relative_to(directory).as_posix()] = {"sha256": file_checksum(file), "bytes": file.stat().st_size}
     manifest["files"] = files
     key, name = section

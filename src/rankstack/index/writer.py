@@ -18,12 +18,13 @@ from typing import Any
 
 import numpy as np
 
-from rankstack.errors import DataFormatError, DiskFullError, EmptyInputError, IndexCorruptError, is_disk_full
+from rankstack.errors import DataFormatError, EmptyInputError, IndexCorruptError
 from rankstack.ids import ID_RULE, id_problem
 from rankstack.index._index import LIVE_DIR, Index, log_path
 from rankstack.index.changelog import LOG_NAME, ChangeLogWriter, RepairReport, read_head, repair_log
 from rankstack.index.live_view import LiveView
 from rankstack.index.locking import exchange, lock, unlock
+from rankstack.index.staging import staged
 from rankstack.types import Doc
 
 logger = logging.getLogger(__name__)
@@ -133,7 +134,8 @@ class IndexWriter:
         kept = f"the index and its {len(view.added)} added and {int(view.dead_segment_rows.sum())} " \
                "deleted documents in the log are unchanged"
         manifest = self.index.manifest
-        try:
+        with staged(staging, path, "compacting", kept,
+                    "Free some space (a compaction needs room for a second copy) and retry"):
             build_index(view.live_docs(), staging, progress=progress,
                         ignore_identical_ids=manifest.get("ignore_identical_ids", False))
             alive = np.flatnonzero(view.alive)
@@ -149,15 +151,6 @@ class IndexWriter:
             new_lock = lock(staging / LIVE_DIR / "writer.lock", path)
             self._log.close()
             exchange(staging, path)
-        except Exception as error:
-            shutil.rmtree(staging, ignore_errors=True)
-            if is_disk_full(error):
-                raise DiskFullError(f"no space left on the device of {path} while compacting; {kept}. "
-                                    "Free some space (a compaction needs room for a second copy) and retry") from None
-            raise
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
         old_lock, self._lock_file = self._lock_file, new_lock
         old_lock.close()
         shutil.rmtree(staging, ignore_errors=True)  # now holds the old directory

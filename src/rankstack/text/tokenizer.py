@@ -21,10 +21,12 @@ text a hand-reduced pattern of its own.
 from __future__ import annotations
 
 import re
+from functools import cache
 
 from rankstack.text import _uax29_tables as t
 
 
+@cache  # compiling the Unicode classes takes about a second: only when non-ASCII text first comes
 def _pattern(astral: bool) -> re.Pattern[str]:
     """The tokenizer's pattern; ``astral=False`` leaves out characters beyond the BMP (faster)."""
 
@@ -68,11 +70,9 @@ def _pattern(astral: bool) -> re.Pattern[str]:
     )
 
 
-_BMP_PATTERN = _pattern(astral=False)
-_FULL_PATTERN = _pattern(astral=True)
 # The same grammar over ASCII alone, where it reduces to: letters, digits and "_" join; ' . : join two
 # letters; ' , . ; join two digits; "_" alone is no token. Three times faster than the general pattern
-# on queries; tests/unit/test_analyzer.py checks it against _BMP_PATTERN on random ASCII text.
+# on queries; tests/unit/test_analyzer.py checks it against the general patterns on random ASCII text.
 _ASCII_PATTERN = re.compile(r"_*[^\W_]\w*(?:(?:(?<=[a-zA-Z])['.:](?=[a-zA-Z])|(?<=\d)[',.;](?=\d))\w+)*", re.ASCII)
 MAX_TOKEN_LENGTH = 255  # StandardTokenizer's default maxTokenLength
 
@@ -82,7 +82,7 @@ def standard_tokens(text: str) -> list[str]:
     if text.isascii():
         pattern = _ASCII_PATTERN
     else:
-        pattern = _BMP_PATTERN if max(text) <= "\uffff" else _FULL_PATTERN
+        pattern = _pattern(astral=max(text) > "\uffff")
     tokens = pattern.findall(text)
     if tokens and max(map(len, tokens)) > MAX_TOKEN_LENGTH:
         # Lucene splits an over-long token at maxTokenLength rather than dropping it.
