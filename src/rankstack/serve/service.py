@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import math
 import secrets
 import threading
 import time
@@ -24,17 +26,42 @@ from rankstack.ids import check_id
 from rankstack.index import Index
 from rankstack.serve.batching import MicroBatcher
 from rankstack.serve.policy import PipelinePolicy
-from rankstack.serve.snippets import highlight, snippet
+from rankstack.serve.snippets import highlight, snippet_for_terms
 from rankstack.stages import Pipeline, SearchContext, parse_pipeline
 from rankstack.types import Doc, Hits, Query
 
 if TYPE_CHECKING:
     from rankstack.index.live import IndexWriter
 
+try:  # the serve extra's fast JSON encoder; the standard library's gives the same JSON
+    import orjson
+except ImportError:  # pragma: no cover - depends on the environment
+    orjson = None
+
 logger = logging.getLogger(__name__)
 MAX_QUERY_CHARS = 1000
 MAX_K = 1000
 MAX_CACHED_PIPELINES = 32
+
+
+def json_bytes(body: Any) -> bytes:
+    """``body`` as compact UTF-8 JSON; a non-finite number becomes null, as the API has always written it."""
+    if orjson is not None:
+        return bytes(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY))
+    try:
+        return json.dumps(body, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+    except ValueError:  # NaN or infinity somewhere: rare, so only then walk the body
+        return json.dumps(_finite(body), ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
 
 
 @dataclass
@@ -123,20 +150,24 @@ class SearchService:
         batcher = self._batchers.get_or_create(canonical,
                                                lambda: MicroBatcher(lambda items: self._run_batch(parsed, items)))
         answer = await batcher.submit((query, k))
-        docs = answer.docs
-        hits: list[dict[str, Any]] = []
-        for hit in answer.hits:
-            doc = docs.get(hit.doc_id)
-            if doc is None:  # deleted between retrieval and the document lookup
-                continue
-            rank = len(hits) + 1
-            plain, marked = snippet(doc.text or doc.title, query, self.index.analyzer)
-            hits.append({"rank": rank, "doc_id": hit.doc_id, "score": hit.score, "title": doc.title,
-                         "title_html": highlight(doc.title, set(self.index.analyzer.analyze(query)),
-                                                 self.index.analyzer),
-                         "snippet": plain, "snippet_html": marked})
+        hits = self._present(answer, query)
         total_ms = (time.perf_counter() - started) * 1000
         return SearchResult(query, canonical, k, hits, answer.timings_ms, total_ms, answer.batch_size)
+
+    def _present(self, answer: _Answer, query: str) -> list[dict[str, Any]]:
+        """The hits as the API shows them: ranks, titles and snippets with the query's words marked."""
+        analyzer = self.index.analyzer
+        terms = frozenset(analyzer.analyze(query))
+        hits: list[dict[str, Any]] = []
+        for hit in answer.hits:
+            doc = answer.docs.get(hit.doc_id)
+            if doc is None:  # deleted between retrieval and the document lookup
+                continue
+            plain, marked = snippet_for_terms(doc.text or doc.title, terms, analyzer)
+            hits.append({"rank": len(hits) + 1, "doc_id": hit.doc_id, "score": hit.score, "title": doc.title,
+                         "title_html": highlight(doc.title, terms, analyzer), "snippet": plain,
+                         "snippet_html": marked})
+        return hits
 
     def _run_batch(self, pipeline: Pipeline, items: Sequence[tuple[str, int]]) -> list[_Answer]:
         queries = [Query(str(i), text) for i, (text, _) in enumerate(items)]
