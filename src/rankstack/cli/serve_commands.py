@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,21 +25,28 @@ class _ClientFreedom:
 
 
 def _serve(index_dir: Path, host: str, port: int, pipelines: list[str] | None, api_key: str | None = None,
-           freedom: _ClientFreedom = _ClientFreedom()) -> None:
+           freedom: _ClientFreedom = _ClientFreedom(), workers: str = "auto") -> None:
     from rankstack._optional import require
-    from rankstack.index import Index
 
-    uvicorn = require("uvicorn", "serve", "The web service")
+    require("uvicorn", "serve", "The web service")
     require("fastapi", "serve", "The web service")
-    from rankstack.serve.app import create_app
-    from rankstack.serve.service import SearchService
+    from rankstack.serve import workers as worker_processes
 
-    service = SearchService.open(Index.open(index_dir), presets=pipelines or (), api_key=api_key,
-                                 allow_any_pipeline=freedom.allow_any_pipeline, data_root=freedom.data_root,
-                                 model_root=freedom.model_root)
-    stderr.print(f"serving {service.index.num_docs:,} documents from {index_dir} on http://{host}:{port}/ "
-                 f"(API under /v1, schema at /docs); Ctrl-C stops")
-    uvicorn.run(create_app(service), host=host, port=port, log_level="warning")
+    try:
+        count = worker_processes.resolve_workers(workers, writes_enabled=bool(api_key))
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
+    settings = worker_processes.ServeSettings(
+        str(index_dir), list(pipelines or ()), api_key or None, freedom.allow_any_pipeline,
+        str(freedom.data_root) if freedom.data_root else None, str(freedom.model_root) if freedom.model_root else None)
+    service = settings.open_service()  # here first: a bad index or pipeline fails now, with its message
+    documents = service.index.num_docs
+    if count > 1:  # each worker opens its own; this one only supervises them
+        del service
+        gc.collect()
+    stderr.print(f"serving {documents:,} documents from {index_dir} on http://{host}:{port}/ "
+                 f"(API under /v1, schema at /docs; {count} worker{'s' if count > 1 else ''}); Ctrl-C stops")
+    worker_processes.run(settings, host, port, count, service if count == 1 else None)
 
 
 @app.command()
@@ -59,11 +67,14 @@ def serve(
     model_root: Annotated[Path | None, typer.Option(help="With --allow-any-pipeline: the folder whose model "
                                                     "directories clients may name, besides the presets' models.")
                           ] = None,
+    workers: Annotated[str, typer.Option(help="Worker processes: 'auto' (one per usable core, up to 8; one "
+                                         "when --api-key allows writes) or a number.")] = "auto",
 ) -> None:
     """Serve the HTTP API and the web search page for an index."""
     if (data_root or model_root) and not allow_any_pipeline:
         raise typer.BadParameter("--data-root and --model-root only apply with --allow-any-pipeline")
-    _serve(index_dir, host, port, pipelines, api_key, _ClientFreedom(allow_any_pipeline, data_root, model_root))
+    _serve(index_dir, host, port, pipelines, api_key, _ClientFreedom(allow_any_pipeline, data_root, model_root),
+           workers)
 
 
 @app.command()
