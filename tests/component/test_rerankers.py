@@ -72,7 +72,8 @@ def test_rerankers_pass_the_stage_contract(kind: str, tiny_index: Index, candida
 
 def test_batching_equals_one_by_one(tiny_index: Index, candidates: Run, tiny_cross_encoder: str,
                                     tiny_t5: str) -> None:
-    for make in (lambda b: CrossEncoderReranker(tiny_index, tiny_cross_encoder, batch_size=b),
+    # fp32: int8 with activations quantised per batch (the onnx backend's) lets batch-mates move a score slightly
+    for make in (lambda b: CrossEncoderReranker(tiny_index, tiny_cross_encoder, batch_size=b, precision="fp32"),
                  lambda b: MonoT5(tiny_index, tiny_t5, batch_size=b)):
         one = make(1).pipeline().transform(QUERIES, candidates)
         many = make(8).pipeline().transform(QUERIES, candidates)

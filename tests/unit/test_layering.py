@@ -14,7 +14,7 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 LAYERS = [
     {"rankstack._version", "rankstack._memory", "rankstack._optional", "rankstack.errors", "rankstack.types",
      "rankstack.ids", "rankstack._bounded", "rankstack.ranking", "rankstack.text", "rankstack.io",
-     "rankstack._console"},
+     "rankstack._console", "rankstack._cache_dir"},
     {"rankstack.models"},  # encoders and rerankers: what the index's vectors and the stages run on
     {"rankstack.index"},
     {"rankstack.stages", "rankstack.evaluate", "rankstack.testing"},

@@ -8,9 +8,9 @@ foreign one is refused with the command that rebuilds it instead of being overwr
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
+from rankstack._cache_dir import cache_root
 from rankstack.errors import IndexLoadError, RankstackError
 from rankstack.index._index import Index
 from rankstack.index.builder import ProgressCallback, build_index, corpus_fingerprint
@@ -18,13 +18,6 @@ from rankstack.index.builder import ProgressCallback, build_index, corpus_finger
 
 class IndexMismatchError(RankstackError):
     """An existing index does not match the corpus it should serve, and is not ours to rebuild."""
-
-
-def cache_root() -> Path:
-    configured = os.environ.get("RANKSTACK_CACHE")
-    if configured:
-        return Path(configured)
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "rankstack"
 
 
 def default_index_path(corpus: str | Path) -> Path:

@@ -88,7 +88,7 @@ def segment_head_folder(location: str) -> str | None:
     return None
 
 
-def load_cross_encoder(location: str, max_length: int | None = None) -> Any:
+def load_cross_encoder(location: str, max_length: int | None = None, device: str = "cpu") -> Any:
     """Load a cross-encoder; segment-similarity models (saved by ``rankstack train cross-encoder``) are
     assembled from this package's own head class rather than by letting the loader import code named in
     the model directory, so no remote-code trust is needed.
@@ -101,9 +101,10 @@ def load_cross_encoder(location: str, max_length: int | None = None) -> Any:
 
     folder = segment_head_folder(location)
     if folder is None:
-        model = CrossEncoder(location, device="cpu", max_length=max_length)
+        model = CrossEncoder(location, device=device, max_length=max_length)
     else:
         model = build_segment_cross_encoder(location, max_length, SegmentSimilarity.load(location, subfolder=folder))
+        model.to(device)
     if not max_length:
         positions = getattr(model[0].model.config, "max_position_embeddings", 512)
         declared = getattr(model.tokenizer, "model_max_length", None) or positions

@@ -1,10 +1,8 @@
-"""Bi-encoders: sentence-transformers models with a choice of inference precision.
+"""Bi-encoders: sentence-transformers models run on the device, backend and precision the machine suits.
 
-On CPUs with bfloat16 matrix units (Intel AMX / AVX512-BF16) running the transformer under bf16
-autocast is much faster than fp32 with embeddings very close to fp32's (figures: README and
-benchmarks/results), so ``auto`` picks it there; elsewhere ``auto`` is fp32. int8 (dynamic
-quantisation of the linear layers) is offered for CPUs without bf16, at a measurable cost in
-quality (see benchmarks/dense_encode.py).
+``precision``, ``backend`` and ``device`` default to ``auto``: ``models.hardware.choose_runtime`` fills them in
+by CPU class (bf16 autocast where the CPU has bf16 units, ONNX Runtime with int8 weights on AVX2/AVX-512
+CPUs, half precision on a GPU); the figures behind each choice are in benchmarks/results.
 """
 
 from __future__ import annotations
@@ -14,8 +12,6 @@ import copy
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cache
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,42 +19,46 @@ import numpy as np
 from rankstack._bounded import BoundedCache
 from rankstack._optional import require
 from rankstack.errors import RankstackError
+from rankstack.models.hardware import BACKENDS, PRECISIONS, Runtime, choose_runtime, cpu_has_bf16_units
 from rankstack.models.loading import canonical_model_id, describe_load_failure, resolve_model_location
 
 logger = logging.getLogger(__name__)
-PRECISIONS = ("auto", "fp32", "bf16", "int8")
-BACKENDS = ("torch",)
+__all__ = ["BACKENDS", "PRECISIONS", "cpu_has_bf16_units"]  # re-exported for callers written before the move
 
 
-@cache
-def cpu_has_bf16_units() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return False
-    return " amx_bf16" in flags or " avx512_bf16" in flags
-
-
-def resolve_precision(precision: str) -> str:
-    if precision not in PRECISIONS:
-        raise RankstackError(f"unknown precision '{precision}'; choose one of {', '.join(PRECISIONS)}")
-    if precision == "auto":
-        return "bf16" if cpu_has_bf16_units() else "fp32"
-    return precision
+def resolve_precision(precision: str, backend: str = "auto", device: str | None = "cpu") -> str:
+    """The precision label ``precision`` resolves to on this machine (``auto`` by CPU class: models.hardware):
+    fp32, bf16, fp16, int8 (torch's) or onnx-fp32, onnx-int8."""
+    return choose_runtime(precision, backend, device).label
 
 
 def quantize_int8(model: Any) -> Any:
-    """Dynamic int8 quantisation of every linear layer (weights int8, activations quantised per batch)."""
+    """torch's dynamic int8 quantisation of every linear layer, for backend=torch precision=int8 (the onnx
+    backend's int8 keeps scores closer to fp32 on CPUs without VNNI: benchmarks/dense_encode.py)."""
     torch = require("torch", "dense", "int8 inference")
     return torch.ao.quantization.quantize_dynamic(model.eval(), {torch.nn.Linear}, dtype=torch.qint8)
 
 
-def precision_context(precision: str) -> contextlib.AbstractContextManager[Any]:
-    """bf16 autocast on the CPU for ``bf16``; nothing for fp32 (int8 is applied to the model instead)."""
-    if precision == "bf16":
-        torch = require("torch", "dense", "bf16 inference")
-        return torch.autocast("cpu", dtype=torch.bfloat16)
+def precision_context(precision: str, device: str = "cpu") -> contextlib.AbstractContextManager[Any]:
+    """Autocast for ``bf16`` (and ``fp16`` on a GPU); nothing for fp32 (int8 is applied to the model)."""
+    if precision in ("bf16", "fp16"):
+        torch = require("torch", "dense", f"{precision} inference")
+        kind = "cuda" if device.startswith("cuda") else "cpu"
+        return torch.autocast(kind, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
     return contextlib.nullcontext()
+
+
+def apply_runtime(model: Any, runtime: Runtime) -> Any:
+    """``model`` (a SentenceTransformer or CrossEncoder already on ``runtime.device``) made to run as
+    ``runtime`` says: its transformer under ONNX Runtime, or int8-quantised by torch, or as it is."""
+    if runtime.backend == "onnx":
+        from rankstack.models.onnx_backend import use_onnx
+
+        use_onnx(model, runtime.precision)
+        return model
+    if runtime.precision == "int8":
+        return quantize_int8(model)
+    return model
 
 
 @dataclass
@@ -83,23 +83,24 @@ class BiEncoder:
     """
 
     def __init__(self, model: str = "default", precision: str = "auto", batch_size: int = 32,
-                 query_prefix: str = "", doc_prefix: str = "", device: str | None = None) -> None:
+                 query_prefix: str = "", doc_prefix: str = "", device: str | None = "auto",
+                 backend: str = "auto") -> None:
         sentence_transformers = require("sentence_transformers", "dense", "Dense retrieval")
         torch = require("torch", "dense", "Dense retrieval")
         self.model_id = canonical_model_id(model)
-        self.precision = resolve_precision(precision)
+        self.runtime = choose_runtime(precision, backend, device)
+        self.precision = self.runtime.label  # keys stored vectors: onnx-int8 and torch int8 vectors differ
         self.batch_size = batch_size
         self.query_prefix = query_prefix
         self.doc_prefix = doc_prefix
         location = resolve_model_location(model)
         require("transformers", "dense", "Dense retrieval").utils.logging.disable_progress_bar()
         try:
-            self._model = sentence_transformers.SentenceTransformer(location, device=device or "cpu")
+            self._model = sentence_transformers.SentenceTransformer(location, device=self.runtime.device)
         except Exception as error:  # noqa: BLE001 - any loader failure becomes one clear message
             raise describe_load_failure(model, error) from None
         self._model.eval()
-        if self.precision == "int8":
-            self._model = quantize_int8(self._model)
+        self._model = apply_runtime(self._model, self.runtime)
         self._torch = torch
         dimension_of = getattr(self._model, "get_embedding_dimension", None) or \
             self._model.get_sentence_embedding_dimension
@@ -119,7 +120,7 @@ class BiEncoder:
     def _encode(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
-        with self._torch.inference_mode(), precision_context(self.precision):
+        with self._torch.inference_mode(), precision_context(self.runtime.precision, self.runtime.device):
             vectors = self._model.encode(list(texts), batch_size=self.batch_size, convert_to_tensor=True,
                                          show_progress_bar=False)
         return vectors.float().cpu().numpy().astype(np.float32, copy=False)
@@ -143,17 +144,18 @@ class BiEncoder:
 
 
 MAX_LOADED_ENCODERS = 4  # models held at once, process-wide (each is hundreds of MB for larger ones)
-_ENCODERS: BoundedCache[tuple[str, str], BiEncoder] = BoundedCache(MAX_LOADED_ENCODERS)
+_ENCODERS: BoundedCache[tuple[str, Runtime], BiEncoder] = BoundedCache(MAX_LOADED_ENCODERS)
 
 
 def load_encoder(model: str = "default", precision: str = "auto", query_prefix: str = "",
-                 doc_prefix: str = "") -> BiEncoder:
+                 doc_prefix: str = "", backend: str = "auto", device: str | None = "auto") -> BiEncoder:
     """A process-wide, bounded cache: a model is loaded once however many stages use it.
 
     Prefixes only change the text given to the model, so variants that differ in them share one model.
     """
-    base = _ENCODERS.get_or_create((canonical_model_id(model), resolve_precision(precision)),
-                                   lambda: BiEncoder(model, precision))
+    runtime = choose_runtime(precision, backend, device)
+    base = _ENCODERS.get_or_create((canonical_model_id(model), runtime),
+                                   lambda: BiEncoder(model, runtime.label, device=runtime.device))
     if not query_prefix and not doc_prefix:
         return base
     variant = copy.copy(base)  # shallow: the loaded model is shared

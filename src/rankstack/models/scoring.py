@@ -13,6 +13,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from rankstack.models.encoder import precision_context
+from rankstack.models.hardware import Runtime
 
 # more than any tokenizer adds around a text or a pair ([CLS] ... [SEP] ... [SEP], </s>, a leading "▁")
 _ADDED_TOKENS_BOUND = 8
@@ -60,12 +61,13 @@ def count_truncated(tokenizer: Any, texts: list[str], limit: int, pairs_with: li
 
 
 class CrossEncoderScorer:
-    """A sentence-transformers CrossEncoder (possibly int8-quantised) as a ``PairScorer``: each pair is
-    read whole, in ``precision`` (``fp32``, ``bf16`` or ``int8``, as ``resolve_precision`` gives it)."""
+    """A sentence-transformers CrossEncoder as a ``PairScorer``: each pair is read whole, on ``runtime``
+    (``models.hardware.Runtime``: the model was already moved to its device and backend)."""
 
-    def __init__(self, model: Any, precision: str, batch_size: int) -> None:
+    def __init__(self, model: Any, runtime: Runtime, batch_size: int) -> None:
         self.model = model
-        self.precision = precision
+        self.runtime = runtime
+        self.precision = runtime.label
         self.batch_size = batch_size
 
     @property
@@ -85,7 +87,7 @@ class CrossEncoderScorer:
 
     def score(self, query: str, texts: list[str]) -> tuple[list[float], int]:
         truncated = count_truncated(self.tokenizer, [query] * len(texts), self.max_seq_length, pairs_with=texts)
-        with precision_context(self.precision):
+        with precision_context(self.runtime.precision, self.runtime.device):
             scores = self.model.predict([(query, t) for t in texts], batch_size=self.batch_size,
                                         show_progress_bar=False, convert_to_numpy=True)
         return np.asarray(scores, dtype=np.float32).reshape(len(texts), -1)[:, -1].tolist(), truncated

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from rankstack.errors import PipelineError, RankstackError
+from rankstack.models.hardware import check_runtime_options
 from rankstack.models.loading import canonical_model_id
 from rankstack.ranking import top_rows
 from rankstack.stages.base import DEFAULT_RETRIEVAL_DEPTH, ProgressFactory, SearchContext, Stage
@@ -35,7 +36,7 @@ class Dense(Stage):
     always_shown = ("model",)
 
     def __init__(self, index: Any, model: str = "default", precision: str = "auto", search: str = "exact",
-                 ef_search: int = 256, query_prefix: str = "", doc_prefix: str = "") -> None:
+                 ef_search: int = 256, query_prefix: str = "", doc_prefix: str = "", device: str = "auto") -> None:
         if index is None:
             raise PipelineError("dense needs an index; open one with rankstack.index.Index.open(PATH)")
         if search not in _SEARCH_METHODS:
@@ -45,6 +46,8 @@ class Dense(Stage):
         self.index = index
         self.model = canonical_model_id(model)
         self.precision = precision
+        self.device = device
+        check_runtime_options(precision, device)  # reject unknown values and absent GPUs when the pipeline is built
         self.search = search
         self.ef_search = ef_search
         self.query_prefix = query_prefix
@@ -58,7 +61,7 @@ class Dense(Stage):
     def encoder(self) -> BiEncoder:
         from rankstack.models.encoder import load_encoder
 
-        return load_encoder(self.model, self.precision, self.query_prefix, self.doc_prefix)
+        return load_encoder(self.model, self.precision, self.query_prefix, self.doc_prefix, device=self.device)
 
     def prepare(self, as_first_stage: bool, progress: ProgressFactory | None) -> None:
         """Load and warm up the model, and encode the corpus when this stage retrieves and has no vectors."""

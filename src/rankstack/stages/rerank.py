@@ -18,7 +18,8 @@ import numpy as np
 
 from rankstack._bounded import BoundedCache
 from rankstack.errors import PipelineError, RankstackError
-from rankstack.models.encoder import quantize_int8, resolve_precision
+from rankstack.models.encoder import apply_runtime
+from rankstack.models.hardware import Runtime, check_runtime_options, choose_runtime
 from rankstack.models.loading import (
     describe_load_failure,
     is_split_cross_encoder,
@@ -101,14 +102,15 @@ class CrossEncoderReranker(_Reranker):
 
     def __init__(self, index: Any, model: str = "", batch_size: int = 32, max_length: int = 0,
                  precision: str = "auto", precompute: bool = False, cache_mb: int = 2048,
-                 states: str = "") -> None:
+                 states: str = "", device: str = "auto") -> None:
         super().__init__(index, model, batch_size)
         self.max_length = max_length
         self.precision = precision
+        self.device = device
         self.precompute = precompute
         self.cache_mb = cache_mb
         self.states = states
-        resolve_precision(precision)  # reject unknown values when the pipeline is built
+        check_runtime_options(precision, device)  # reject unknown values and absent GPUs when the pipeline is built
         if cache_mb < 0:
             raise PipelineError(f"cross_encoder: cache_mb must be 0 or more, got {cache_mb}")
         if states and not precompute:
@@ -118,10 +120,20 @@ class CrossEncoderReranker(_Reranker):
     def _check_split_options(self, location: str) -> bool:
         """Whether ``location`` holds a split cross-encoder, refusing the options that cannot apply to one."""
         split = is_split_cross_encoder(location)
-        if split and (self.max_length or resolve_precision(self.precision) == "int8"):
+        if split and (self.max_length or "int8" in self.precision or "onnx" in self.precision):
             raise PipelineError(f"cross_encoder: {self.model} is a split cross-encoder; its window is fixed by "
-                                f"its training and it runs in fp32 or bf16 (drop max_length, use precision=auto)")
+                                f"its training and it runs in torch fp32 or bf16 (drop max_length, use "
+                                f"precision=auto)")
         return split
+
+    def runtime(self, split: bool) -> Runtime:
+        """A split model runs under torch on the CPU (its cached document states are CPU tensors)."""
+        if not split:
+            return choose_runtime(self.precision, "auto", self.device)
+        if self.device.startswith("cuda"):
+            raise PipelineError(f"cross_encoder: {self.model} is a split cross-encoder, which runs on the CPU; "
+                                f"drop device={self.device} (or use an unsplit cross-encoder on the GPU)")
+        return choose_runtime(self.precision, "torch", "cpu")
 
     def prepare(self, as_first_stage: bool, progress: Any) -> None:
         loaded = self.loaded
@@ -132,7 +144,8 @@ class CrossEncoderReranker(_Reranker):
 
     @property
     def loaded(self) -> PairScorer:
-        key = ("cross_encoder", self.model, self.max_length, self.precision, self.batch_size, self.cache_mb)
+        key = ("cross_encoder", self.model, self.max_length, self.precision, self.device, self.batch_size,
+               self.cache_mb)
         return cast(PairScorer, LOADED_RERANKERS.get_or_create(key, self._load))
 
     def _load(self) -> PairScorer:
@@ -142,16 +155,17 @@ class CrossEncoderReranker(_Reranker):
 
         location = str(resolve_model_location(self.model))
         split = self._check_split_options(location)
-        precision = resolve_precision(self.precision)
+        runtime = self.runtime(split)
         try:
-            model = SplitCrossEncoder.load(location) if split else load_cross_encoder(location, self.max_length or None)
+            model = SplitCrossEncoder.load(location) if split else \
+                load_cross_encoder(location, self.max_length or None, runtime.device)
         except RankstackError:
             raise  # already says what is wrong (a split model's bad layout, say)
         except Exception as error:  # noqa: BLE001 - any loader failure becomes one clear message
             raise describe_load_failure(self.model, error) from None
         if split:
-            return SplitScorer(model, precision, self.batch_size, self.cache_mb)
-        return CrossEncoderScorer(quantize_int8(model) if precision == "int8" else model, precision, self.batch_size)
+            return SplitScorer(model, runtime.precision, self.batch_size, self.cache_mb)
+        return CrossEncoderScorer(apply_runtime(model, runtime), runtime, self.batch_size)
 
     def score(self, query: str, texts: list[str]) -> Sequence[float]:
         scores, truncated = self.loaded.score(query, texts)
