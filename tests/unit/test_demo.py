@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from rankstack import demo
 from rankstack.cli import main
 from rankstack.types import Doc
 
@@ -30,6 +31,7 @@ DOCS = [
     Doc("shlex.split", "Split the string s using shell-like syntax.", "shlex.split (function)"),
 ]
 ENCODING = "<encoding a shard>"
+STARTED: list = []  # the vector builds the demo started
 
 
 class FakeEncoder:
@@ -77,6 +79,14 @@ def demo_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("RANKSTACK_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr("rankstack.demo.python_docs_corpus", lambda: iter(DOCS))
     monkeypatch.setattr("rankstack.demo.vectors.SHARD_SIZE", 2)  # 4 shards for 7 documents
+    start = demo.start_vectors
+
+    def start_and_keep(index: object) -> object:
+        build = start(index)
+        STARTED.append(build) if build is not None else None
+        return build
+
+    monkeypatch.setattr(demo, "start_vectors", start_and_keep)
 
     def use(encoder: FakeEncoder) -> FakeEncoder:
         monkeypatch.setattr("rankstack.models.encoder.load_encoder", lambda *args, **kwargs: encoder)
@@ -92,9 +102,8 @@ def run_demo(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
         code = 0
     except SystemExit as exit_:
         code = int(exit_.code or 0)
-    for thread in threading.enumerate():  # a stopped build finishes its shard before the next run starts
-        if thread.name == "demo-vectors":
-            thread.join(60)  # fsync on a busy disk can be slow
+    for build in STARTED:  # a stopped build finishes its shard before the next run starts
+        assert build.done.wait(60)  # fsync on a busy disk can be slow
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 

@@ -72,6 +72,7 @@ class VectorBuild:
         self._advance: Callable[[int], None] | None = None
         self._go = threading.Event()
         self._stop = threading.Event()
+        self.done = threading.Event()  # waited on instead of join(): a Ctrl-C inside join() can spoil it
         self._thread = threading.Thread(target=self._run, name="demo-vectors", daemon=True)
         self._thread.start()
 
@@ -93,6 +94,8 @@ class VectorBuild:
             pass
         except BaseException as error:  # noqa: BLE001 - handed to the main thread, which raises it
             self.error = error
+        finally:
+            self.done.set()
 
     def _progress(self, count: int) -> None:
         if self._stop.is_set():
@@ -104,8 +107,8 @@ class VectorBuild:
         self._advance = advance
         self._go.set()
         try:
-            while self._thread.is_alive():
-                self._thread.join(0.2)  # a timed wait, so that Ctrl-C reaches this thread
+            while not self.done.wait(0.2):  # a timed wait, so that Ctrl-C reaches this thread
+                pass
         except BaseException:
             self.cancel()
             raise
