@@ -100,47 +100,10 @@ def judged_test_queries(data: Path, count: int) -> tuple[Any, list[Any], list[An
     return dataset, queries, [q for q in qrels if q.query_id in wanted], index
 
 
-CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile")
+# One definition of the CPU classes, the package's: precision=auto chooses by the same class a result records.
+from rankstack.models.hardware import CPU_FLAGS, cpu_class, cpu_flags  # noqa: E402
 
-
-def _cpuinfo() -> tuple[str | None, set[str]] | None:
-    """The first processor's model name and flags from /proc/cpuinfo; None where there is no such file."""
-    try:
-        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return None
-    model, flags = None, set()
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        key = key.strip()
-        if key == "model name" and model is None:
-            model = value.strip()
-        elif key == "flags" and not flags:
-            flags = set(value.split())
-    return model, flags
-
-
-def cpu_flags() -> dict[str, Any]:
-    """The CPU model and whether each instruction-set flag that matters for the kernels is present
-    (flags are None where they cannot be read, e.g. not on Linux)."""
-    info = _cpuinfo()
-    if info is None:
-        return {"model": platform.processor() or None, **{flag: None for flag in CPU_FLAGS}}
-    model, flags = info
-    return {"model": model, **{flag: flag in flags for flag in CPU_FLAGS}}
-
-
-def cpu_class() -> str:
-    """A short name for the CPU's best relevant instruction set, to keep results of different machines apart."""
-    info = _cpuinfo()
-    if info is None or not sys.platform.startswith("linux"):
-        return "unknown"
-    flags = info[1]
-    for flag, name in (("amx_bf16", "amx-bf16"), ("avx512_bf16", "avx512-bf16"), ("avx512_vnni", "avx512-vnni"),
-                       ("avx2", "avx2")):
-        if flag in flags:
-            return name
-    return "baseline"
+__all__ = ["CPU_FLAGS", "cpu_class", "cpu_flags"]
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -177,8 +177,9 @@ def test_passages_string_round_trips(tiny_index: Index, tiny_cross_encoder: str)
     assert [h.score for h in reranked] == sorted((h.score for h in reranked), reverse=True)
 
 
+@pytest.mark.parametrize("precision", ["torch-int8", "onnx-int8"])
 def test_int8_cross_encoder_quantises_and_keeps_the_ranking_close(tiny_index: Index, candidates: Run,
-                                                                  tmp_path: Path) -> None:
+                                                                  tmp_path: Path, precision: str) -> None:
     import torch
 
     from rankstack.models.cross_heads import build_segment_cross_encoder
@@ -186,8 +187,11 @@ def test_int8_cross_encoder_quantises_and_keeps_the_ranking_close(tiny_index: In
     model = tmp_path / "minilm-cross"  # real weights: a random model's near-constant scores say nothing here
     build_segment_cross_encoder(str(gt_model.get_model_path()), 128).save(str(model))
     full = CrossEncoderReranker(tiny_index, str(model), precision="fp32", max_length=128)
-    int8 = CrossEncoderReranker(tiny_index, str(model), precision="int8", max_length=128)
-    assert any(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in int8.loaded.modules())
+    int8 = CrossEncoderReranker(tiny_index, str(model), precision=precision, max_length=128)
+    if precision == "torch-int8":
+        assert any(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in int8.loaded.modules())
+    else:
+        assert int8.loaded.model[0].onnx_precision == "int8"
     exact = full.pipeline().transform(QUERIES, candidates)
     quantised = int8.pipeline().transform(QUERIES, candidates)
     a = np.concatenate([exact[q.query_id].scores for q in QUERIES])

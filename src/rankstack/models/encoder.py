@@ -120,10 +120,17 @@ class BiEncoder:
     def _encode(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
-        with self._torch.inference_mode(), precision_context(self.runtime.precision, self.runtime.device):
-            vectors = self._model.encode(list(texts), batch_size=self.batch_size, convert_to_tensor=True,
-                                         show_progress_bar=False)
-        return vectors.float().cpu().numpy().astype(np.float32, copy=False)
+        def encode(group: list[str]) -> Any:
+            with self._torch.inference_mode(), precision_context(self.runtime.precision, self.runtime.device):
+                return self._model.encode(group, batch_size=self.batch_size, convert_to_numpy=True,
+                                          show_progress_bar=False)
+
+        if self.runtime.backend == "onnx":
+            from rankstack.models.onnx_backend import in_parallel
+
+            rows = in_parallel(encode, list(texts), [len(t) for t in texts], self.batch_size)
+            return np.asarray(rows, dtype=np.float32).reshape(len(texts), self.dimension)
+        return np.asarray(encode(list(texts)), dtype=np.float32)
 
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
         return self._encode([self.query_prefix + t for t in texts])

@@ -15,6 +15,7 @@ Nothing here imports torch at module import time.
 
 from __future__ import annotations
 
+import os
 import platform
 import re
 import sys
@@ -67,7 +68,16 @@ def cpu_flags() -> dict[str, Any]:
 
 
 def cpu_class() -> str:
-    """A short name for the CPU's best relevant instruction set (one of ``CPU_CLASSES``)."""
+    """A short name for the CPU's best relevant instruction set (one of ``CPU_CLASSES``).
+
+    ``RANKSTACK_CPU_CLASS`` overrides it, to measure a lesser class on a better machine: set it together with
+    the kernel restrictions (``ATEN_CPU_CAPABILITY=avx2``, ``ONEDNN_MAX_CPU_ISA=AVX2``,
+    ``MKL_ENABLE_INSTRUCTIONS=AVX2``), so that ``auto`` and the recorded class follow the restriction."""
+    forced = os.environ.get("RANKSTACK_CPU_CLASS", "").strip()
+    if forced:
+        if forced not in CPU_CLASSES:
+            raise DeviceError(f"RANKSTACK_CPU_CLASS={forced} is not a CPU class; use one of {', '.join(CPU_CLASSES)}")
+        return forced
     info = _cpuinfo()
     if info is None or not sys.platform.startswith("linux"):
         return "unknown"

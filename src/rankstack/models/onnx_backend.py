@@ -19,6 +19,10 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -83,8 +87,13 @@ def _cache_key(transformer: Any, output: str, precision: str) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
 
 
+def _tokenize(transformer: Any, texts: list[str]) -> Any:
+    method = getattr(transformer, "preprocess", None) or getattr(transformer, "tokenize", None)
+    return method(texts) if method is not None else {}
+
+
 def _input_names(transformer: Any) -> list[str]:
-    probe = transformer.tokenize(["probe text"]) if hasattr(transformer, "tokenize") else {}
+    probe = _tokenize(transformer, ["probe text"])
     names = [name for name in _INPUTS if name in probe]
     return names or ["input_ids", "attention_mask"]
 
@@ -107,7 +116,7 @@ def _export(transformer: Any, output: str, inputs: list[str], target: Path) -> N
         def forward(self, *tensors: Any) -> Any:
             return getattr(self.inner(**dict(zip(inputs, tensors, strict=True)), return_dict=True), output)
 
-    probe = transformer.tokenize(["a probe text for the export", "a second, longer probe text for it"])
+    probe = _tokenize(transformer, ["a probe text for the export", "a second, longer probe text for it"])
     example = tuple(probe[name].to(torch.long) for name in inputs)
     axes = {name: {0: "batch", 1: "tokens"} for name in inputs}
     axes[output] = {0: "batch"} if output == "logits" else {0: "batch", 1: "tokens"}
@@ -164,18 +173,66 @@ def _build(transformer: Any, output: str, precision: str, inputs: list[str], fol
         raise
 
 
-def _session(path: Path) -> Any:
-    ort = require("onnxruntime", "fast", "backend=onnx")
+def cpu_workers() -> int:
+    """The threads the CPU work may use: torch's setting (which follows the cores this process may run on)."""
     torch = require("torch", "dense", "backend=onnx")
+    return max(1, int(torch.get_num_threads()))
+
+
+def _session(path: Path, threads: int) -> Any:
+    ort = require("onnxruntime", "fast", "backend=onnx")
     options = ort.SessionOptions()
-    options.intra_op_num_threads = max(1, torch.get_num_threads())
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def onnx_session_for(transformer: Any, precision: str) -> tuple[Any, list[str], str]:
-    """The ONNX Runtime session for ``transformer`` in ``precision`` (``fp32`` or ``int8``), exporting it on
-    first use; its input names and its output's name."""
+@dataclass(frozen=True)
+class Sessions:
+    """One model, two ways to run it: ``latency`` spreads one batch over every core (a query, a few pairs);
+    ``throughput`` runs one batch per core, several batches at once from ``in_parallel``'s threads, which on
+    two AVX2 cores measured about 10% more docs/s than splitting each batch's kernels across the cores."""
+
+    latency: Any
+    throughput: Any
+    inputs: list[str]
+    output: str
+
+
+_PARALLEL = threading.local()
+
+
+def in_parallel(call: Callable[[list[Any]], Sequence[Any]], items: list[Any], sizes: list[int],
+                batch_size: int) -> list[Any]:
+    """``call`` over ``items`` in length-sorted batches spread over the cores, one thread per core, each
+    running whole batches; the results in ``items``' order. Small inputs run in the calling thread."""
+    workers = min(cpu_workers(), max(1, len(items) // 4))
+    if workers == 1:
+        return list(call(items))
+    order = sorted(range(len(items)), key=lambda i: -sizes[i])
+    step = max(1, min(batch_size, -(-len(items) // workers)))
+    batches = [order[start:start + step] for start in range(0, len(order), step)]
+    groups = [[i for batch in batches[w::workers] for i in batch] for w in range(workers)]
+
+    def run(group: list[int]) -> Sequence[Any]:
+        _PARALLEL.active = True
+        try:
+            return call([items[i] for i in group])
+        finally:
+            _PARALLEL.active = False
+
+    results: list[Any] = [None] * len(items)
+    with ThreadPoolExecutor(workers, thread_name_prefix="rankstack-onnx") as pool:
+        for group, values in zip(groups, pool.map(run, groups), strict=True):
+            for position, value in zip(group, values, strict=True):
+                results[position] = value
+    return results
+
+
+def onnx_sessions_for(transformer: Any, precision: str) -> Sessions:
+    """The ONNX Runtime sessions for ``transformer`` in ``precision`` (``fp32`` or ``int8``), exporting it on
+    first use."""
     require("onnxruntime", "fast", "backend=onnx")
     output = _output_name(transformer)
     folder = cache_root() / "onnx" / _cache_key(transformer, output, precision)
@@ -191,7 +248,8 @@ def onnx_session_for(transformer: Any, precision: str) -> tuple[Any, list[str], 
                                   f"{str(error)[:200]}); use backend=torch") from None
         try:
             recorded = json.loads((folder / "inputs.json").read_text(encoding="utf-8"))
-            return _session(folder / "model.onnx"), list(recorded["inputs"]), str(recorded["output"])
+            return Sessions(_session(folder / "model.onnx", cpu_workers()), _session(folder / "model.onnx", 1),
+                            list(recorded["inputs"]), str(recorded["output"]))
         except Exception:  # a damaged cache entry (disk trouble, a hand edit): build it again once
             if attempt == 2:
                 raise
@@ -204,13 +262,15 @@ def use_onnx(model: Any, precision: str) -> None:
     """Make ``model`` (a SentenceTransformer or CrossEncoder) run its transformer under ONNX Runtime."""
     torch = require("torch", "dense", "backend=onnx")
     transformer = _transformer_of(model)
-    session, inputs, output = onnx_session_for(transformer, precision)
+    sessions = onnx_sessions_for(transformer, precision)
     module_output = transformer.module_output_name if hasattr(transformer, "module_output_name") else \
         "token_embeddings"
 
     def forward(features: dict[str, Any], **_: Any) -> dict[str, Any]:
-        feeds = {name: features[name].detach().cpu().numpy().astype(np.int64, copy=False) for name in inputs}
-        features[module_output] = torch.from_numpy(session.run([output], feeds)[0])
+        feeds = {name: features[name].detach().cpu().numpy().astype(np.int64, copy=False)
+                 for name in sessions.inputs}
+        session = sessions.throughput if getattr(_PARALLEL, "active", False) else sessions.latency
+        features[module_output] = torch.from_numpy(session.run([sessions.output], feeds)[0])
         return features
 
     transformer.forward = forward  # the instance's forward: nn.Module.__call__ looks it up on the instance
