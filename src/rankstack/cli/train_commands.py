@@ -43,13 +43,14 @@ def train_bi_encoder_command(
     seed: Annotated[int, typer.Option()] = 42,
     miner: Annotated[str, typer.Option(help="Pipeline that mines hard negatives.")] = "bm25%30",
     max_steps: Annotated[int, typer.Option(help="Stop after this many steps (-1: all epochs).")] = -1,
+    device: Annotated[str, typer.Option(help="auto (a GPU when torch sees one), cpu or cuda.")] = "auto",
 ) -> None:
     """Fine-tune a bi-encoder (in-batch + mined hard negatives); resumes from checkpoints if interrupted."""
     from rankstack.train.arguments import BiEncoderTraining
     from rankstack.train.bi_encoder import train_bi_encoder
 
     args = BiEncoderTraining(base=base, split=split, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
-                             seed=seed, miner=miner, max_steps=max_steps)
+                             seed=seed, miner=miner, max_steps=max_steps, device=device)
     card = train_bi_encoder(dataset_dir=dataset, output=output, index=_mining_index(dataset), args=args)
     stderr.print(f"saved {card['kept']} model to {output} in {card['train_seconds']:.0f} s; dev nDCG@10 "
                  f"{card['dev_ndcg@10']}")
@@ -71,6 +72,7 @@ def train_cross_encoder_command(
     miner: Annotated[str, typer.Option(help="Pipeline that mines hard negatives and gives the dev candidates.")]
     = "bm25%30",
     max_steps: Annotated[int, typer.Option(help="Stop after this many steps (-1: all epochs).")] = -1,
+    device: Annotated[str, typer.Option(help="auto (a GPU when torch sees one), cpu or cuda.")] = "auto",
 ) -> None:
     """Fine-tune a cross-encoder reranker (listwise loss over mined hard negatives); resumes if interrupted."""
     from rankstack.train.arguments import CrossEncoderTraining
@@ -78,7 +80,7 @@ def train_cross_encoder_command(
 
     args = CrossEncoderTraining(base=base, split=split, epochs=epochs, batch_size=batch_size,
                                 learning_rate=learning_rate, seed=seed, miner=miner, negatives=negatives,
-                                max_length=max_length, max_steps=max_steps)
+                                max_length=max_length, max_steps=max_steps, device=device)
     card = train_cross_encoder(dataset_dir=dataset, output=output, index=_mining_index(dataset), args=args)
     stderr.print(f"saved {card['kept']} model to {output} in {card['train_seconds']:.0f} s; dev nDCG@10 "
                  f"{card['dev_ndcg@10']}")
@@ -104,6 +106,7 @@ def train_distil_command(
                                                  "score margins (0: margins only).")] = 20.0,
     pseudo_queries: Annotated[int, typer.Option(min=0, help="Also distil on this many unlabelled lists: sampled "
                                                 "documents' titles as queries, with the miner's candidates.")] = 0,
+    device: Annotated[str, typer.Option(help="auto (a GPU when torch sees one), cpu or cuda.")] = "auto",
 ) -> None:
     """Compress a cross-encoder: drop layers, then distil the teacher's score margins and hidden states into it."""
     from rankstack.train.arguments import DistillationTraining
@@ -112,7 +115,7 @@ def train_distil_command(
     args = DistillationTraining(teacher=teacher, keep_layers=keep_layers, split=split, epochs=epochs,
                                 batch_size=batch_size, learning_rate=learning_rate, seed=seed, miner=miner,
                                 negatives=negatives, max_length=max_length, max_steps=max_steps,
-                                hidden_weight=hidden_weight, pseudo_queries=pseudo_queries)
+                                hidden_weight=hidden_weight, pseudo_queries=pseudo_queries, device=device)
     card = distil_cross_encoder(dataset_dir=dataset, output=output, index=_mining_index(dataset), args=args)
     stderr.print(f"saved a {len(card['layers']['kept'])}-layer student to {output} in {card['train_seconds']:.0f} s; "
                  f"dev nDCG@10 {card['dev_ndcg@10']}")

@@ -87,7 +87,8 @@ class VectorBuild:
 
             index = Index.open(self.path, verify_checksums=False)  # its own handle: no sharing across threads
             try:
-                build_dense(index, OpeningEncoder(encoder), shard_size=SHARD_SIZE, progress=self._progress)
+                build_dense(index, OpeningEncoder(encoder), shard_size=SHARD_SIZE,  # type: ignore[arg-type]
+                            progress=self._progress)
             finally:
                 index.close()
         except _Cancelled:

@@ -220,3 +220,16 @@ def _auto_cpu_backend(precision: str) -> str:
     if precision == "bf16" or (precision == "auto" and cpu_has_bf16_units()):
         return "torch"
     return "onnx" if onnx_available() and precision in ("auto", "int8") else "torch"
+
+
+def training_runtime(precision: str = "auto", device: str | None = "auto") -> Runtime:
+    """Training runs under torch: ``auto`` is bf16 on CPUs with bf16 units and on GPUs that have it, fp16 on
+    older GPUs, fp32 elsewhere; int8 (an inference format) and onnx precisions train in fp32 or their float
+    type. The Trainer uses the first visible GPU, so a device other than cuda:0 is chosen with
+    ``CUDA_VISIBLE_DEVICES``."""
+    plain = precision.partition("-")[2] if "-" in precision else precision
+    runtime = choose_runtime("fp32" if plain == "int8" else plain, "torch", device)
+    if runtime.device.startswith("cuda:") and runtime.device != "cuda:0":
+        raise DeviceError(f"training runs on the first visible GPU; for {runtime.device} run with "
+                          f"CUDA_VISIBLE_DEVICES={runtime.device.partition(':')[2]} and device=cuda")
+    return runtime

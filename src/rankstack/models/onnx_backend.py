@@ -108,7 +108,7 @@ def _export(transformer: Any, output: str, inputs: list[str], target: Path) -> N
         except (ValueError, TypeError, AttributeError):
             logger.debug("eager attention not available; exporting the model's own attention")
 
-    class Wrapped(torch.nn.Module):
+    class Wrapped(torch.nn.Module):  # type: ignore[name-defined,misc]
         def __init__(self) -> None:
             super().__init__()
             self.inner = hf_model

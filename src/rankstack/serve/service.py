@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 try:  # the serve extra's fast JSON encoder; the standard library's gives the same JSON
     import orjson
 except ImportError:  # pragma: no cover - depends on the environment
-    orjson = None
+    orjson = None  # type: ignore[assignment]
 
 logger = logging.getLogger(__name__)
 MAX_QUERY_CHARS = 1000

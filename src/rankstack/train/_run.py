@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rankstack.models.hardware import training_runtime
 from rankstack.train.arguments import BiEncoderTraining, CrossEncoderTraining, DistillationTraining
 
 logger = logging.getLogger(__name__)
@@ -53,14 +54,17 @@ def save_with_card(model: Any, output: Path, card: dict[str, Any]) -> None:
     shutil.rmtree(checkpoint_folder(output), ignore_errors=True)
 
 
-def trainer_arguments(checkpoints: Path, args: BiEncoderTraining | CrossEncoderTraining | DistillationTraining,
-                      bf16: bool = False) -> dict[str, Any]:
-    """Keyword arguments shared by every trainer: seeded, CPU, checkpoints every ``save_steps`` (two kept)."""
+def trainer_arguments(checkpoints: Path, args: BiEncoderTraining | CrossEncoderTraining | DistillationTraining
+                      ) -> dict[str, Any]:
+    """Keyword arguments shared by every trainer: seeded, on the device and in the precision
+    ``training_runtime`` gives for the arguments, checkpoints every ``save_steps`` (two kept)."""
+    runtime = training_runtime(getattr(args, "precision", "auto"), getattr(args, "device", "auto"))
     return {"output_dir": str(checkpoints), "num_train_epochs": args.epochs, "max_steps": args.max_steps,
             "per_device_train_batch_size": args.batch_size, "learning_rate": args.learning_rate,
             "warmup_ratio": 0.1, "seed": args.seed, "data_seed": args.seed, "save_strategy": "steps",
             "save_steps": args.save_steps, "save_total_limit": 2, "logging_steps": 10, "report_to": [],
-            "use_cpu": True, "bf16": bf16, "disable_tqdm": False}
+            "use_cpu": runtime.device == "cpu", "bf16": runtime.precision == "bf16",
+            "fp16": runtime.precision == "fp16", "disable_tqdm": False}
 
 
 def train_resuming(trainer: Any, checkpoints: Path) -> Path | None:

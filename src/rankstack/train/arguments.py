@@ -26,7 +26,9 @@ class BiEncoderTraining:
     learning_rate: float = 2e-5
     max_steps: int = -1
     save_steps: int = 10
-    """Optimisation: ``max_steps`` -1 runs every epoch; a checkpoint every ``save_steps`` steps."""
+    device: str = "auto"
+    """Optimisation: ``max_steps`` -1 runs every epoch; a checkpoint every ``save_steps`` steps; the device
+    (``auto``: the GPU when torch sees one)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -49,6 +51,7 @@ class CrossEncoderTraining:
     max_steps: int = -1
     save_steps: int = 50
     precision: str = "auto"
+    device: str = "auto"
     """Optimisation: ``max_steps`` -1 runs every epoch; a checkpoint every ``save_steps`` steps; bf16
     autocast when ``precision`` resolves to bf16."""
 
@@ -76,6 +79,7 @@ class DistillationTraining:
     max_steps: int = -1
     save_steps: int = 50
     precision: str = "auto"
+    device: str = "auto"
     hidden_weight: float = 20.0
     """Optimisation: as for cross-encoders; ``hidden_weight`` weighs the hidden-state loss against the
     score margins (0: margins only)."""
@@ -112,6 +116,7 @@ class SplitTraining:
     max_steps: int = -1
     save_steps: int = 100
     precision: str = "auto"
+    device: str = "auto"
     hidden_weight: float = 1.0
     """Optimisation: one list per step; ``max_steps`` -1 runs every epoch; a checkpoint every
     ``save_steps`` steps; ``hidden_weight`` weighs the token-state loss next to the score margins."""

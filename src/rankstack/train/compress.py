@@ -22,7 +22,7 @@ from rankstack.errors import RankstackError
 from rankstack.index import Index
 from rankstack.io import BeirDataset
 from rankstack.models.cross_heads import load_cross_encoder
-from rankstack.models.encoder import resolve_precision
+from rankstack.models.hardware import training_runtime
 from rankstack.models.loading import require, resolve_model_location
 from rankstack.train._run import (
     checkpoint_folder,
@@ -146,7 +146,7 @@ def distil_cross_encoder(dataset_dir: str | Path, output: str | Path, index: Ind
     columns: dict[str, Any] = example_columns(examples)
     checkpoints = checkpoint_folder(output)
     arguments = sentence_transformers.cross_encoder.CrossEncoderTrainingArguments(
-        **trainer_arguments(checkpoints, args, bf16=resolve_precision(args.precision) == "bf16"))
+        **trainer_arguments(checkpoints, args))
     trainer = sentence_transformers.cross_encoder.CrossEncoderTrainer(
         model=student, args=arguments, train_dataset=datasets.Dataset.from_dict(columns),
         loss=LayerDistillationLoss(student, teacher, kept_layers, args.hidden_weight), callbacks=callbacks)
@@ -160,7 +160,8 @@ def distil_cross_encoder(dataset_dir: str | Path, output: str | Path, index: Ind
             "miner": args.miner,
             "parameters": {"epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.learning_rate,
                            "seed": args.seed, "negatives": args.negatives, "max_length": args.max_length,
-                           "max_steps": args.max_steps, "precision": resolve_precision(args.precision),
+                           "max_steps": args.max_steps,
+                           "precision": training_runtime(args.precision, args.device).precision,
                            "hidden_weight": args.hidden_weight,
                            "loss": "MarginMSE on teacher scores + relative MSE on kept layers' hidden states"},
             "dev_ndcg@10": {**dev, "first_stage": args.miner}, **run_facts(resumed, started)}

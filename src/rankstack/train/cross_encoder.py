@@ -25,7 +25,8 @@ from rankstack.evaluate import evaluate
 from rankstack.index import Index
 from rankstack.io import BeirDataset
 from rankstack.models.cross_heads import build_segment_cross_encoder
-from rankstack.models.encoder import precision_context, resolve_precision
+from rankstack.models.encoder import precision_context
+from rankstack.models.hardware import training_runtime
 from rankstack.models.loading import canonical_model_id, require, resolve_model_location
 from rankstack.stages import SearchContext, parse_pipeline
 from rankstack.stages.base import candidate_texts
@@ -59,7 +60,7 @@ def dev_reranking(index: Index, queries: list[Query], qrels: list[Any], first_st
 
     def ndcg(model: Any) -> float:
         scores: dict[str, dict[str, float]] = {}
-        with precision_context(resolve_precision(precision)):
+        with precision_context(training_runtime(precision).precision):
             for query, doc_ids, texts in lists:
                 predicted = model.predict([(query.text, t) for t in texts], batch_size=32, show_progress_bar=False,
                                           convert_to_numpy=True).reshape(len(texts), -1)[:, -1]
@@ -92,7 +93,7 @@ def train_cross_encoder(dataset_dir: str | Path, output: str | Path, index: Inde
     base_dev = dev_ndcg(model)
     checkpoints = checkpoint_folder(output)
     arguments = sentence_transformers.cross_encoder.CrossEncoderTrainingArguments(
-        **trainer_arguments(checkpoints, args, bf16=resolve_precision(args.precision) == "bf16"))
+        **trainer_arguments(checkpoints, args))
     # Raw scores, no sigmoid: the head's scaled cosine is already a logit, and a sigmoid would saturate it.
     loss = MultipleNegativesRankingLoss(model, num_negatives=1, scale=1, activation_fn=torch.nn.Identity())
     trainer = sentence_transformers.cross_encoder.CrossEncoderTrainer(
@@ -109,7 +110,8 @@ def train_cross_encoder(dataset_dir: str | Path, output: str | Path, index: Inde
             "dataset": str(dataset.root), "split": args.split, "data": data.to_json(), "miner": args.miner,
             "parameters": {"epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.learning_rate,
                            "seed": args.seed, "negatives": args.negatives, "max_length": args.max_length,
-                           "max_steps": args.max_steps, "precision": resolve_precision(args.precision),
+                           "max_steps": args.max_steps,
+                           "precision": training_runtime(args.precision, args.device).precision,
                            "loss": "MultipleNegativesRankingLoss (listwise softmax, raw scores)"},
             "dev_ndcg@10": {"base": base_dev, "fine_tuned": tuned_dev, "first_stage": args.miner}, "kept": kept,
             **run_facts(resumed, started)}

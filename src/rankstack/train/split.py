@@ -28,7 +28,8 @@ from rankstack.errors import RankstackError
 from rankstack.index import Index
 from rankstack.io import BeirDataset
 from rankstack.models.cross_heads import load_cross_encoder
-from rankstack.models.encoder import precision_context, resolve_precision
+from rankstack.models.encoder import precision_context
+from rankstack.models.hardware import DeviceError, training_runtime
 from rankstack.models.loading import is_split_cross_encoder, require, resolve_model_location
 from rankstack.models.split import SplitCrossEncoder, SplitLayout
 from rankstack.train._run import checkpoint_folder, resume_point, run_facts, save_with_card
@@ -128,9 +129,11 @@ def _layout(args: SplitTraining) -> SplitLayout:
 
 
 def _setup(dataset_dir: str | Path, index: Index, args: SplitTraining) -> _Setup:
-    precision = resolve_precision(args.precision)
-    if precision == "int8":
-        precision = "fp32"  # int8 is an inference format; training runs in full precision
+    # int8 is an inference format: trains in fp32. The split student's loop runs on the CPU.
+    runtime = training_runtime(args.precision, "cpu" if args.device == "auto" else args.device)
+    if runtime.device != "cpu":
+        raise DeviceError(f"train split runs on the CPU; drop device={args.device}")
+    precision = runtime.precision
     teacher = load_cross_encoder(str(resolve_model_location(args.teacher)))
     init = str(resolve_model_location(args.init)) if args.init else args.init
     student = (_initialised_student(teacher, args, init) if init
