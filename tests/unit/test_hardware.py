@@ -105,3 +105,26 @@ def test_gpu_selection(monkeypatch: pytest.MonkeyPatch) -> None:
     assert choose_runtime(device="cpu").device == "cpu"  # a GPU is used only when asked or auto
     fake(1, bf16=False)
     assert choose_runtime() == Runtime("cuda", "torch", "fp16")  # older GPUs: fp16
+
+
+def test_in_parallel_keeps_the_order_and_runs_whole_batches_per_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("torch", reason="the dense extra is not installed")
+    import threading
+
+    from rankstack.models import onnx_backend
+
+    monkeypatch.setattr(onnx_backend, "cpu_workers", lambda: 3)
+    seen: list[tuple[str, list[int]]] = []
+
+    def call(group: list[int]) -> list[int]:
+        assert onnx_backend._PARALLEL.active  # the throughput session is used in the worker threads
+        seen.append((threading.current_thread().name, group))
+        return [item * 10 for item in group]
+
+    items = list(range(50))
+    sizes = [(i * 37) % 11 for i in items]  # lengths in no order
+    assert onnx_backend.in_parallel(call, items, sizes, batch_size=8) == [i * 10 for i in items]
+    assert len(seen) == 3 and sorted(i for _, group in seen for i in group) == items
+    for _, group in seen:  # each thread's share is length-sorted, so its batches pad little
+        assert [sizes[i] for i in group] == sorted((sizes[i] for i in group), reverse=True)
+    assert onnx_backend.in_parallel(lambda group: [g + 1 for g in group], [1, 2], [1, 1], 8) == [2, 3]  # small: inline

@@ -25,7 +25,9 @@ def index(
         help="Default for searches: drop hits whose doc id equals the query id (on for BEIR dirs).")] = None,
     dense: Annotated[bool, typer.Option("--dense", help="Also encode dense vectors (resumable).")] = False,
     model: Annotated[str, typer.Option(help="Bi-encoder for --dense: local path or Hugging Face id.")] = "default",
-    precision: Annotated[str, typer.Option(help="auto, fp32, bf16 or int8 (encoding speed vs exactness).")] = "auto",
+    precision: Annotated[str, typer.Option(help="auto (by machine), fp32, bf16, fp16 or int8 (speed vs exactness).")
+                         ] = "auto",
+    device: Annotated[str, typer.Option(help="auto (a GPU when torch sees one), cpu, cuda or cuda:N.")] = "auto",
     storage: Annotated[str, typer.Option(help="Vector storage on disk: float32, float16 or int8.")] = "float32",
     hnsw: Annotated[bool, typer.Option("--hnsw", help="Also build and store an HNSW graph.")] = False,
     hnsw_m: Annotated[int, typer.Option(help="HNSW M (links per node).")] = 32,
@@ -49,7 +51,7 @@ def index(
         from rankstack.index.dense import HnswParams, build_dense
         from rankstack.models.encoder import load_encoder
 
-        encoder = load_encoder(model, precision)
+        encoder = load_encoder(model, precision, device=device)
         started = time.perf_counter()
         with maybe_ray(ray, ray_workers), \
                 progress_bar(f"encoding with {encoder.model_id} ({encoder.precision})", total=opened.num_docs) as adv:
