@@ -99,6 +99,19 @@ class Hits(Sequence[ScoredDoc]):
         return dict(zip(map(str, self.doc_ids), np.asarray(self.scores).tolist(), strict=True))
 
 
+@dataclass(frozen=True)
+class ExpandedQuery:
+    """A query rewritten by feedback (``rm3``, ``rocchio``, ``dense_prf``) for the retriever that follows.
+
+    ``terms`` maps analysed terms to weights (for ``bm25``); ``vector`` is a query vector of the dense
+    model ``model`` (for ``dense``).
+    """
+
+    terms: Mapping[str, float] | None = None
+    vector: np.ndarray | None = None
+    model: str | None = None
+
+
 @dataclass
 class Run:
     """Ranked lists per query, plus the wall time each stage spent producing them.
@@ -110,6 +123,8 @@ class Run:
 
     results: dict[str, Hits] = field(default_factory=dict)
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    # Queries rewritten by a feedback stage, read by the retriever after it (see ExpandedQuery).
+    expanded: dict[str, ExpandedQuery] = field(default_factory=dict)
 
     @classmethod
     def from_scores(cls, scores: Mapping[str, Mapping[str, float]]) -> Run:
@@ -147,7 +162,8 @@ class Run:
         return {q: hits.to_dict() for q, hits in self.results.items()}
 
     def cut(self, top_k: int) -> Run:
-        return Run({q: hits[:top_k] for q, hits in self.results.items()}, dict(self.stage_seconds))
+        return Run({q: hits[:top_k] for q, hits in self.results.items()}, dict(self.stage_seconds),
+                   dict(self.expanded))
 
     def latency_ms(self) -> dict[str, float]:
         """Mean wall time per query of each stage, in milliseconds."""

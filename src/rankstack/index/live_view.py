@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from rankstack.index.dense import DenseVectors
-from rankstack.index.lucene_bm25 import idf, posting_scores
+from rankstack.index.lucene_bm25 import boosted_scores, idf, posting_scores
 from rankstack.index.segment import Segment
 from rankstack.ranking import top_rows
 from rankstack.text.analyzer import Analyzer
@@ -120,29 +120,40 @@ class LiveView:
         doc_count = int(np.count_nonzero(live_lengths))
         return doc_count, float(live_lengths.sum()) / max(doc_count, 1)
 
+    def _postings(self, term: str) -> tuple[np.ndarray, np.ndarray]:
+        """Live rows containing ``term`` and its frequencies there (segment rows first, then added ones)."""
+        rows, freqs = self.segment.sparse.postings(term)
+        keep = ~self.dead_segment_rows[rows]
+        rows, freqs = rows[keep].astype(np.int64), freqs[keep]
+        added_rows, added_freqs = self._added_postings.get(term, (rows[:0], freqs[:0]))
+        return np.concatenate([rows, added_rows]), np.concatenate([freqs, added_freqs])
+
     def bm25_scores(self, terms: list[str], k1: float, b: float) -> np.ndarray | None:
-        sparse = self.segment.sparse
         doc_count, avg_length = self._collection_stats
         scores = np.zeros(len(self.doc_id_array), dtype=np.float32)
         matched = False
-        dead = self.dead_segment_rows
         for term in terms:  # repeated terms count again, as in the segment path (and Lucene's boosts)
-            term_id = sparse.vocab.get(term)
-            if term_id is not None:
-                start, end = sparse.term_indptr[term_id], sparse.term_indptr[term_id + 1]
-                rows, freqs = sparse.doc_indices[start:end], sparse.term_freqs[start:end]
-                keep = ~dead[rows]
-                rows, freqs = rows[keep].astype(np.int64), freqs[keep]
-            else:
-                rows, freqs = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int32)
-            added_rows, added_freqs = self._added_postings.get(term, (rows[:0], freqs[:0]))
-            rows, freqs = np.concatenate([rows, added_rows]), np.concatenate([freqs, added_freqs])
+            rows, freqs = self._postings(term)
             if len(rows) == 0:
                 continue
             matched = True
             term_idf = np.repeat(idf(np.array([len(rows)]), doc_count), len(rows))
             scores[rows] += posting_scores(term_idf, freqs, self._lengths[rows], avg_length, k1, b)
         return scores if matched else None
+
+    def weighted_bm25_scores(self, weights: Mapping[str, float], k1: float, b: float) -> np.ndarray | None:
+        doc_count, avg_length = self._collection_stats
+        postings = ((weight, *self._postings(term)) for term, weight in weights.items())
+        return boosted_scores(len(self.doc_id_array), postings, self._lengths, doc_count, avg_length, k1, b)
+
+    # --- what query expansion reads ---
+    def term_vectors(self, rows: Sequence[int]) -> list[dict[str, int]]:
+        base_rows = self.segment.num_docs
+        return [self.segment.sparse.term_vector(row) if row < base_rows else dict(self.added[row - base_rows].term_freqs)
+                for row in rows]
+
+    def doc_freq(self, term: str) -> int:
+        return len(self._postings(term)[0])
 
     # --- dense: exact search over live rows (an HNSW graph covers only a segment) ---
     def _dense_matrix(self, vectors: DenseVectors) -> np.ndarray:

@@ -14,6 +14,8 @@ exact ``sumTotalTermFreq / docCount``.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 
 _NUM_FREE_VALUES = 24  # 255 - longToInt4(Integer.MAX_VALUE)
@@ -63,3 +65,22 @@ def posting_scores(term_idf: np.ndarray, term_freqs: np.ndarray, doc_lengths: np
     norm_inverse = f32(1.0) / (k1_ * ((f32(1.0) - b_) + b_ * decoded / avgdl))
     weight = term_idf.astype(f32)
     return weight - weight / (f32(1.0) + term_freqs.astype(f32) * norm_inverse)
+
+
+def boosted_scores(num_rows: int, postings: Iterable[tuple[float, np.ndarray, np.ndarray]], doc_lengths: np.ndarray,
+                   doc_count: int, avg_doc_length: float, k1: float, b: float) -> np.ndarray | None:
+    """Scores of a weighted query (Lucene's ``BoostQuery`` of each term under a ``BooleanQuery``).
+
+    ``postings`` gives (boost, rows, term frequencies) per term. As in Lucene the boost multiplies the
+    idf in float32 before the term-frequency part; clause scores are summed in float64 and the total
+    rounded to float32. Returns None when no term has postings.
+    """
+    total = np.zeros(num_rows, dtype=np.float64)
+    matched = False
+    for boost, rows, freqs in postings:
+        if len(rows) == 0:
+            continue
+        matched = True
+        weight = np.float32(boost) * idf(np.array([len(rows)]), doc_count)
+        total[rows] += posting_scores(np.repeat(weight, len(rows)), freqs, doc_lengths[rows], avg_doc_length, k1, b)
+    return total.astype(np.float32) if matched else None

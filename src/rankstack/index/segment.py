@@ -7,6 +7,7 @@ answers the reads stages make (see :class:`rankstack.index.view.IndexView`).
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
 from threading import Lock
@@ -19,6 +20,7 @@ from rankstack._bounded import BoundedCache
 from rankstack.errors import IndexFormatError
 from rankstack.index.dense import DenseVectors
 from rankstack.index.docstore import DocStore
+from rankstack.index.lucene_bm25 import boosted_scores
 from rankstack.index.manifest import read_manifest
 from rankstack.index.sparse import SparseIndex
 from rankstack.ranking import top_rows
@@ -117,6 +119,22 @@ class Segment:
         if not term_ids:
             return None
         return np.asarray(self.bm25_retriever(k1, b).get_scores_from_ids(term_ids), dtype=np.float32)
+
+    def weighted_bm25_scores(self, weights: Mapping[str, float], k1: float, b: float) -> np.ndarray | None:
+        """BM25 score of every row for a query whose analysed terms carry weights (query expansion)."""
+        sparse = self.sparse
+        doc_count, avg_length = sparse.collection_stats
+        postings = ((weight, *sparse.postings(term)) for term, weight in weights.items())
+        return boosted_scores(self.num_docs, postings, sparse.doc_lengths, doc_count, avg_length, k1, b)
+
+    def term_vectors(self, rows: Sequence[int]) -> list[dict[str, int]]:
+        """Term frequencies of the documents in ``rows``."""
+        return [self.sparse.term_vector(row) for row in rows]
+
+    def doc_freq(self, term: str) -> int:
+        """Number of (live) documents containing ``term``."""
+        term_id = self.sparse.vocab.get(term)
+        return 0 if term_id is None else int(self.sparse.doc_freqs[term_id])
 
     def get_docs(self, doc_ids: list[str]) -> dict[str, Doc]:
         return self.docstore.get_many(doc_ids)

@@ -11,6 +11,7 @@ import json
 from array import array
 from collections import Counter
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import bm25s
@@ -84,6 +85,47 @@ class SparseIndex:
     @property
     def num_docs(self) -> int:
         return len(self.doc_lengths)
+
+    @cached_property
+    def collection_stats(self) -> tuple[int, float]:
+        """Lucene's ``docCount`` (documents with at least one term) and average document length."""
+        doc_count = int(np.count_nonzero(self.doc_lengths))
+        return doc_count, float(self.doc_lengths.sum()) / max(doc_count, 1)
+
+    @cached_property
+    def terms(self) -> list[str]:
+        """Term of each term id."""
+        return sorted(self.vocab, key=self.vocab.__getitem__)
+
+    @cached_property
+    def doc_freqs(self) -> np.ndarray:
+        return np.diff(self.term_indptr)
+
+    @cached_property
+    def _by_document(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The postings transposed to document-major order (row pointer, term ids, frequencies), for
+        reading whole documents' term vectors (query expansion). Built on first use."""
+        term_ids = np.repeat(np.arange(len(self.doc_freqs), dtype=np.int32), self.doc_freqs)
+        order = np.argsort(self.doc_indices, kind="stable")  # stable: term ids stay ascending per document
+        counts = np.bincount(self.doc_indices, minlength=self.num_docs)
+        indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        return indptr, term_ids[order], self.term_freqs[order]
+
+    def term_vector(self, row: int) -> dict[str, int]:
+        """Term frequencies of the document in ``row`` (what Lucene stores as a document's term vector)."""
+        indptr, term_ids, freqs = self._by_document
+        start, end = indptr[row], indptr[row + 1]
+        terms = self.terms
+        return {terms[t]: int(f) for t, f in zip(term_ids[start:end].tolist(), freqs[start:end].tolist(),
+                                                 strict=True)}
+
+    def postings(self, term: str) -> tuple[np.ndarray, np.ndarray]:
+        """Rows and frequencies of ``term`` (empty arrays when it is not indexed)."""
+        term_id = self.vocab.get(term)
+        if term_id is None:
+            return self.doc_indices[:0], self.term_freqs[:0]
+        start, end = self.term_indptr[term_id], self.term_indptr[term_id + 1]
+        return self.doc_indices[start:end], self.term_freqs[start:end]
 
     def retriever(self, k1: float, b: float) -> bm25s.BM25:
         """A bm25s retriever whose precomputed scores follow Lucene's BM25 exactly."""

@@ -8,6 +8,7 @@ writer cannot change the documents between two of its reads. Both snapshot kinds
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
@@ -38,6 +39,16 @@ class IndexView(Protocol):
 
     def bm25_scores(self, terms: list[str], k1: float, b: float) -> np.ndarray | None:
         """BM25 score of every row for the analyzed query ``terms``; None when no term is indexed."""
+
+    def weighted_bm25_scores(self, weights: Mapping[str, float], k1: float, b: float) -> np.ndarray | None:
+        """BM25 score of every row for analysed terms with query weights (Lucene boosts); None when no
+        term is indexed."""
+
+    def term_vectors(self, rows: Sequence[int]) -> list[dict[str, int]]:
+        """Term frequencies of the documents in ``rows`` (query expansion reads its feedback from here)."""
+
+    def doc_freq(self, term: str) -> int:
+        """Number of live documents containing the analysed ``term``."""
 
     def get_docs(self, doc_ids: list[str]) -> dict[str, Doc]: ...
 

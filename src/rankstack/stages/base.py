@@ -42,6 +42,10 @@ class Stage(ABC):
     """Base of every stage. Subclasses set ``name``, implement ``transform`` and ``params``."""
 
     name: ClassVar[str] = ""
+    # Feedback stages rewrite queries for the retriever after them: ``expands`` names the kind of rewrite
+    # ("terms" or "vector"), ``reads_expansion`` the kind a retriever searches with.
+    expands: ClassVar[str | None] = None
+    reads_expansion: ClassVar[str | None] = None
 
     @abstractmethod
     def transform(self, queries: Sequence[Query], candidates: Run | None, context: SearchContext) -> Run:
@@ -82,6 +86,10 @@ class Stage(ABC):
 
     def prepare(self, as_first_stage: bool, progress: ProgressFactory | None) -> None:
         """Build what the stage needs before timing starts (e.g. encode the corpus). Default: nothing."""
+        return None
+
+    def candidates_needed(self) -> int | None:
+        """How many candidates this stage reads from the one before (None: all it is given)."""
         return None
 
     def pipeline(self) -> Pipeline:
@@ -143,6 +151,17 @@ class Pipeline:
             raise PipelineError("a pipeline cannot start with a cut-off")
         self.stages: list[Stage] = flat
 
+    def check(self) -> None:
+        """Refuse a complete pipeline whose stages cannot work in this order (sub-pipelines included).
+
+        Run on a whole pipeline, not at construction: pipelines are built piece by piece (``a >> b``).
+        """
+        _check_expansions(self.stages)
+        for stage in self.stages:
+            for part in stage.positional():
+                if isinstance(part, Pipeline):
+                    part.check()
+
     def __rshift__(self, other: Stage | Pipeline) -> Pipeline:
         other_stages = other.stages if isinstance(other, Pipeline) else [other]
         return Pipeline([*self.stages, *other_stages])
@@ -172,18 +191,25 @@ class Pipeline:
         return self
 
     def prepare(self, progress: ProgressFactory | None = None) -> None:
+        self.check()
         for position, stage in enumerate(self.stages):
-            stage.prepare(position == 0, progress)
+            # a stage retrieves when it comes first or right after a feedback stage rewrote the queries
+            retrieves = position == 0 or self.stages[position - 1].expands is not None
+            stage.prepare(retrieves, progress)
 
     def transform(self, queries: Sequence[Query], candidates: Run | None = None,
                   context: SearchContext | None = None) -> Run:
         """Run every stage over all queries; ``Run.stage_seconds`` records each stage's wall time."""
+        self.check()
         context = context or SearchContext()
         run = candidates
         seconds: dict[str, float] = dict(candidates.stage_seconds) if candidates else {}
         for position, stage in enumerate(self.stages):
             following = self.stages[position + 1] if position + 1 < len(self.stages) else None
-            top_k = following.top_k if isinstance(following, Cutoff) else context.top_k
+            if isinstance(following, Cutoff):
+                top_k = following.top_k
+            else:
+                top_k = (following.candidates_needed() if following else None) or context.top_k
             stage_context = SearchContext(top_k=top_k, ignore_identical_ids=context.ignore_identical_ids,
                                           texts=context.texts)
             started = time.perf_counter()
@@ -203,6 +229,28 @@ class Pipeline:
 
     def search(self, query: str, query_id: str = "q") -> Hits:
         return self.transform([Query(query_id, query)]).results[query_id]
+
+
+def _check_expansions(stages: Sequence[Stage]) -> None:
+    """A feedback stage needs candidates before it and, right after it, a retriever of its kind."""
+    retrievers = {"terms": "bm25", "vector": "dense"}
+    for position, stage in enumerate(stages):
+        if stage.expands is None:
+            continue
+        retriever = retrievers[stage.expands]
+        example = f"{retriever}>>{stage.name}>>{retriever}"
+        if position == 0:
+            raise PipelineError(f"{stage.name} expands queries from the documents of a first stage, so it cannot "
+                                f"start a pipeline; write e.g. {example}")
+        following = stages[position + 1] if position + 1 < len(stages) else None
+        if following is None or following.reads_expansion != stage.expands:
+            after = "nothing" if following is None else f"'{following.stage_label()}'"
+            raise PipelineError(f"{stage.name} rewrites the query for a {retriever} stage right after it, but "
+                                f"{after} follows; write e.g. {example}")
+        if stage.expands == "vector" and getattr(stage, "model", None) != getattr(following, "model", None):
+            raise PipelineError(f"{stage.name} rewrites query vectors of '{getattr(stage, 'model', None)}', but the "
+                                f"{retriever} stage after it searches with '{getattr(following, 'model', None)}'; "
+                                f"give both the same model=")
 
 
 def candidate_texts(index: Any, doc_ids: Sequence[str], context: SearchContext) -> list[str]:

@@ -11,7 +11,7 @@ from rankstack.errors import PipelineError
 from rankstack.ranking import top_rows
 from rankstack.stages.base import DEFAULT_RETRIEVAL_DEPTH, ProgressFactory, SearchContext, Stage
 from rankstack.stages.registry import register_keyword_stage
-from rankstack.types import Query, Run, ScoredDoc
+from rankstack.types import ExpandedQuery, Query, Run, ScoredDoc
 
 if TYPE_CHECKING:
     from rankstack.index.view import IndexView
@@ -28,6 +28,7 @@ class BM25(Stage):
     """
 
     name = "bm25"
+    reads_expansion = "terms"
 
     def __init__(self, index: Any, k1: float = 0.9, b: float = 0.4) -> None:
         if index is None:
@@ -42,23 +43,32 @@ class BM25(Stage):
         """Compute the score matrix for (k1, b) now, so the first query's timing does not include it."""
         self.index.bm25_retriever(self.k1, self.b)
 
-    def score_all(self, view: IndexView, text: str) -> np.ndarray | None:
-        """Scores of every row of ``view`` for one query, or None when no query term is indexed."""
+    def score_all(self, view: IndexView, text: str, expanded: ExpandedQuery | None = None) -> np.ndarray | None:
+        """Scores of every row of ``view`` for one query, or None when no query term is indexed.
+
+        An expanded query (after ``rm3`` or ``rocchio``) is searched with its weighted terms instead.
+        """
+        if expanded is not None and expanded.terms is not None:
+            return view.weighted_bm25_scores(expanded.terms, self.k1, self.b)
         return view.bm25_scores(self.index.analyzer.analyze(text), self.k1, self.b)
 
     def transform(self, queries: Sequence[Query], candidates: Run | None, context: SearchContext) -> Run:
         run = Run()
         view = self.index.view()
+        # After a feedback stage this stage retrieves anew with the rewritten queries (as in PyTerrier's
+        # bm25 >> rm3 >> bm25); otherwise, given candidates, it re-scores them.
+        expansions = candidates.expanded if candidates is not None else {}
         for query in queries:
-            if candidates is None:
-                doc_ids, scores = self._retrieve(view, query, context)
+            if candidates is None or expansions:
+                doc_ids, scores = self._retrieve(view, query, context, expansions.get(query.query_id))
                 run.set_sorted(query.query_id, doc_ids, scores)
             else:
                 run.set(query.query_id, self._rescore(view, query, candidates.results.get(query.query_id, [])))
         return run
 
-    def _retrieve(self, view: Any, query: Query, context: SearchContext) -> tuple[np.ndarray, np.ndarray]:
-        scores = self.score_all(view, query.text)
+    def _retrieve(self, view: Any, query: Query, context: SearchContext, expanded: ExpandedQuery | None = None
+                  ) -> tuple[np.ndarray, np.ndarray]:
+        scores = self.score_all(view, query.text, expanded)
         if scores is None:
             return _NO_DOC_IDS, _NO_SCORES
         wanted = context.top_k or DEFAULT_RETRIEVAL_DEPTH

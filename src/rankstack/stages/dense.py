@@ -14,7 +14,7 @@ from rankstack.models.loading import canonical_model_id
 from rankstack.ranking import top_rows
 from rankstack.stages.base import DEFAULT_RETRIEVAL_DEPTH, ProgressFactory, SearchContext, Stage
 from rankstack.stages.registry import register_keyword_stage
-from rankstack.types import Query, Run, ScoredDoc
+from rankstack.types import ExpandedQuery, Query, Run, ScoredDoc
 
 if TYPE_CHECKING:  # torch stays unimported until a dense stage runs
     from rankstack.index.dense import DenseVectors
@@ -34,6 +34,7 @@ class Dense(Stage):
 
     name = "dense"
     always_shown = ("model",)
+    reads_expansion = "vector"
 
     def __init__(self, index: Any, model: str = "default", precision: str = "auto", search: str = "exact",
                  ef_search: int = 256, query_prefix: str = "", doc_prefix: str = "", device: str = "auto") -> None:
@@ -82,12 +83,41 @@ class Dense(Stage):
         if not queries:
             return run
         view = self.index.view()
+        expansions = candidates.expanded if candidates is not None else {}
+        if expansions:  # after dense_prf: retrieve anew with the rewritten query vectors
+            self._retrieve(view, queries, self._expanded_vectors(queries, expansions), context, run)
+            return run
         query_vectors = self.encoder.encode_queries([q.text for q in queries])
         if candidates is None:
             self._retrieve(view, queries, query_vectors, context, run)
         else:
             self._rescore(view, queries, query_vectors, candidates, run, context)
         return run
+
+    def _expanded_vectors(self, queries: Sequence[Query], expansions: Mapping[str, ExpandedQuery]) -> np.ndarray:
+        missing = [q for q in queries if q.query_id not in expansions]
+        encoded = dict(zip([q.query_id for q in missing],
+                           self.encoder.encode_queries([q.text for q in missing]) if missing else [], strict=True))
+        vectors = []
+        for query in queries:
+            expanded = expansions.get(query.query_id)
+            if expanded is None or expanded.vector is None:
+                vectors.append(encoded[query.query_id])
+                continue
+            if expanded.model != self.model:
+                raise PipelineError(f"dense: the query vectors were rewritten for '{expanded.model}', but this stage "
+                                    f"searches with '{self.model}'; give dense_prf and dense the same model")
+            vectors.append(expanded.vector)
+        return np.stack(vectors).astype(np.float32, copy=False)
+
+    def doc_vectors(self, view: Any, doc_ids: list[str]) -> np.ndarray:
+        """Vectors of live documents ``doc_ids``: stored ones when the index has them, else encoded now."""
+        stored = self.index.dense_vectors(self.model, self.encoder.precision)
+        if stored is None:
+            return self._encode_candidates(view, doc_ids)
+        stored.check_encoder(self.encoder)
+        positions = view.doc_positions
+        return view.dense_rows(stored, [positions[d] for d in doc_ids])
 
     def _vectors(self) -> DenseVectors:
         vectors: DenseVectors | None = self.index.dense_vectors(self.model, self.encoder.precision)

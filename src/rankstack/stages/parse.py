@@ -172,4 +172,5 @@ def parse_pipeline(text: str, index: Any = None) -> Pipeline:
     token = parser.peek()
     if token.kind != "end":
         raise parser.fail(token, f"unexpected '{token.text}'")
+    result.check()
     return result
