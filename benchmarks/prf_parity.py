@@ -125,6 +125,10 @@ def _scores(run: Run, qrels: list[Any]) -> dict[str, float]:
     return {m: round(v, 4) for m, v in evaluate(run, qrels, list(MEASURES)).aggregate.items()}
 
 
+def _arguments(params: dict[str, Any]) -> str:
+    return ",".join(f"{key}={value}" for key, value in params.items())
+
+
 def run_collection(python: str, root: Path, name: str) -> dict[str, Any]:
     dataset = BeirDataset.open(root / name)
     qrels = dataset.qrels("test")
@@ -136,9 +140,8 @@ def run_collection(python: str, root: Path, name: str) -> dict[str, Any]:
         index = Index.open(ours)
         lucene = _lucene_index(python, dataset, work)
         configurations = {"bm25": ("bm25", {}, "bm25"),
-                          "rm3": ("rm3", RM3, "bm25>>rm3({})>>bm25".format(",".join(f"{k}={v}" for k, v in RM3.items()))),
-                          "rocchio": ("rocchio", ROCCHIO, "bm25>>rocchio({})>>bm25".format(
-                              ",".join(f"{k}={v}" for k, v in ROCCHIO.items())))}
+                          "rm3": ("rm3", RM3, f"bm25>>rm3({_arguments(RM3)})>>bm25"),
+                          "rocchio": ("rocchio", ROCCHIO, f"bm25>>rocchio({_arguments(ROCCHIO)})>>bm25")}
         for label, (mode, params, pipeline_text) in configurations.items():
             lucene_run, lucene_seconds = _pyserini_run(python, lucene, queries, mode, params, work,
                                                        index.ignore_identical_ids)

@@ -149,7 +149,8 @@ class LiveView:
     # --- what query expansion reads ---
     def term_vectors(self, rows: Sequence[int]) -> list[dict[str, int]]:
         base_rows = self.segment.num_docs
-        return [self.segment.sparse.term_vector(row) if row < base_rows else dict(self.added[row - base_rows].term_freqs)
+        sparse = self.segment.sparse
+        return [sparse.term_vector(row) if row < base_rows else dict(self.added[row - base_rows].term_freqs)
                 for row in rows]
 
     def doc_freq(self, term: str) -> int:

@@ -206,6 +206,7 @@ class Pipeline:
         seconds: dict[str, float] = dict(candidates.stage_seconds) if candidates else {}
         for position, stage in enumerate(self.stages):
             following = self.stages[position + 1] if position + 1 < len(self.stages) else None
+            top_k: int | None
             if isinstance(following, Cutoff):
                 top_k = following.top_k
             else:

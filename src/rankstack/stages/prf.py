@@ -57,6 +57,7 @@ class _TermFeedback(Stage):
     """Shared by RM3 and Rocchio: read the feedback documents' terms, hand the weights to the next bm25."""
 
     expands = "terms"
+    index: Any
     fb_docs: int
     filter_terms = False  # keep only [a-z0-9]+ feedback terms (RM3's setting; Rocchio keeps all)
 
@@ -182,7 +183,7 @@ class DensePRF(Stage):
     def transform(self, queries: Sequence[Query], candidates: Run | None, context: SearchContext) -> Run:
         view = self.index.view()
         positions = view.doc_positions
-        query_vectors = self._dense.encoder.encode_queries([q.text for q in queries]) if queries else []
+        query_vectors: Any = self._dense.encoder.encode_queries([q.text for q in queries]) if queries else []
         expanded: dict[str, ExpandedQuery] = {}
         without_feedback = 0
         for query, query_vector in zip(queries, query_vectors, strict=True):

@@ -36,12 +36,14 @@ def java_order(term: str) -> bytes:
     return term.encode("utf-16-be")
 
 
-def ranked_terms(features: Mapping[str, np.float32]) -> list[tuple[str, np.float32]]:
+def ranked_terms(features: Mapping[str, float | np.float32]) -> list[tuple[str, float | np.float32]]:
     """Anserini's ``getOrderedFeatures``: weight descending, ties by the term."""
-    return sorted(features.items(), key=lambda item: (-float(item[1]), java_order(item[0])))
+    if all(term.isascii() for term in features):  # the common case: Python's order is Java's there
+        return sorted(features.items(), key=lambda item: (-item[1], item[0]))
+    return sorted(features.items(), key=lambda item: (-item[1], java_order(item[0])))
 
 
-def prune(features: Mapping[str, np.float32], size: int) -> dict[str, np.float32]:
+def prune(features: Mapping[str, float | np.float32], size: int) -> dict[str, float | np.float32]:
     return dict(ranked_terms(features)[:size])
 
 
@@ -49,14 +51,23 @@ def _java_length(term: str) -> int:
     return len(term.encode("utf-16-le")) // 2
 
 
-def _l1_normalised(features: Mapping[str, np.float32]) -> dict[str, np.float32]:
+def _l1_normalised(features: Mapping[str, float | np.float32]) -> dict[str, np.float32]:
     norm = math.fsum(abs(float(value)) for value in features.values())
-    return {term: f32(float(value) / norm) for term, value in features.items()} if norm else dict(features)
+    return {term: f32(float(value) / norm) for term, value in features.items()} if norm else \
+        {term: f32(value) for term, value in features.items()}
 
 
-def _l2_normalised(features: Mapping[str, np.float32]) -> dict[str, np.float32]:
+def _l2_normalised(features: Mapping[str, float | np.float32]) -> dict[str, np.float32]:
     norm = math.sqrt(math.fsum(float(value) ** 2 for value in features.values()))
-    return {term: f32(float(value) / norm) for term, value in features.items()} if norm else dict(features)
+    return {term: f32(float(value) / norm) for term, value in features.items()} if norm else \
+        {term: f32(value) for term, value in features.items()}
+
+
+def _aligned(vocabulary: dict[str, int], vector: Mapping[str, np.float32]) -> np.ndarray:
+    """A document's weights as a float32 array over ``vocabulary`` (zeros where it lacks a term)."""
+    values = np.zeros(len(vocabulary), dtype=np.float32)
+    values[[vocabulary[term] for term in vector]] = list(vector.values())
+    return values
 
 
 def query_vector(query_terms: Sequence[str]) -> dict[str, np.float32]:
@@ -65,23 +76,43 @@ def query_vector(query_terms: Sequence[str]) -> dict[str, np.float32]:
 
 
 class TermFilter:
-    """Which terms of a feedback document may expand a query (Anserini's ``createdFeatureVector``)."""
+    """Which terms of a feedback document may expand a query (Anserini's ``createdFeatureVector``).
+
+    Decisions are remembered per term: one filter serves a batch of queries, whose feedback documents
+    share most of their terms.
+    """
 
     def __init__(self, doc_freq: Callable[[str], int], num_docs: int, english_only: bool) -> None:
         self._doc_freq = doc_freq
-        self._num_docs = f32(max(num_docs, 1))
+        self._max_doc_freq = _max_doc_freq(max(num_docs, 1))
         self._english_only = english_only
+        self._decided: dict[str, bool] = {}
 
     def __call__(self, term: str) -> bool:
-        if not 2 <= _java_length(term) <= 20:
-            return False
-        if self._english_only and not _ENGLISH_TERM.fullmatch(term):
-            return False
-        return bool(f32(self._doc_freq(term)) / self._num_docs <= _MAX_DF_RATIO)
+        decided = self._decided.get(term)
+        if decided is None:
+            decided = self._decided[term] = (
+                2 <= _java_length(term) <= 20
+                and not (self._english_only and not _ENGLISH_TERM.fullmatch(term))
+                and self._doc_freq(term) <= self._max_doc_freq)
+        return decided
 
 
-def _document_vector(term_freqs: Mapping[str, int], keep: TermFilter) -> dict[str, np.float32]:
-    return {term: f32(tf) for term, tf in term_freqs.items() if keep(term)}
+def _max_doc_freq(num_docs: int) -> int:
+    """The largest document frequency Anserini keeps: ``(float) df / numDocs <= 0.1f`` in float32."""
+    candidate = int(num_docs * 0.1) + 2
+    while candidate > 0 and f32(candidate) / f32(num_docs) > _MAX_DF_RATIO:
+        candidate -= 1
+    return candidate
+
+
+def _document_vector(term_freqs: Mapping[str, int], keep: TermFilter, size: int | None = None
+                     ) -> dict[str, np.float32]:
+    """The kept terms of a document with their frequencies as weights, the ``size`` heaviest when given."""
+    kept = {term: tf for term, tf in term_freqs.items() if keep(term)}
+    if size is not None:
+        kept = prune(kept, size)  # type: ignore[assignment]
+    return {term: f32(tf) for term, tf in kept.items()}
 
 
 def rm3_weights(query_terms: Sequence[str], feedback: Sequence[FeedbackDoc], keep: TermFilter,
@@ -89,15 +120,15 @@ def rm3_weights(query_terms: Sequence[str], feedback: Sequence[FeedbackDoc], kee
     """The expanded query of RM3: the original query's terms (L1-normalised) interpolated with the
     relevance model of the feedback documents (each document's ``fb_terms`` most frequent terms,
     weighted by the document's score)."""
-    documents = [(prune(_document_vector(tf, keep), fb_terms), f32(score)) for tf, score in feedback]
+    documents = [(_document_vector(tf, keep, fb_terms), f32(score)) for tf, score in feedback]
     norms = [f32(math.fsum(float(v) for v in vector.values())) for vector, _ in documents]
-    model: dict[str, np.float32] = {}
-    for term in {term for vector, _ in documents for term in vector}:
-        weight = f32(0.0)
-        for (vector, score), norm in zip(documents, norms, strict=True):
-            if norm > _MIN_NORM:
-                weight = f32(weight + f32(vector.get(term, f32(0.0)) / norm) * score)
-        model[term] = weight
+    # Per term, float32 sums over the documents in their order, as Anserini's loop; vectorised over terms.
+    vocabulary = {term: column for column, term in enumerate({t for vector, _ in documents for t in vector})}
+    weights: np.ndarray = np.zeros(len(vocabulary), dtype=np.float32)
+    for (vector, score), norm in zip(documents, norms, strict=True):
+        if norm > _MIN_NORM:
+            weights = weights + (_aligned(vocabulary, vector) / norm) * score
+    model = dict(zip(vocabulary, weights.tolist(), strict=True))
     relevance = _l1_normalised(prune(model, fb_terms))
     original = _l1_normalised(query_vector(query_terms))
     x_weight = f32(original_weight)
@@ -112,13 +143,12 @@ def rocchio_weights(query_terms: Sequence[str], feedback: Sequence[Mapping[str, 
     of the L2-normalised feedback documents (its ``fb_terms`` heaviest terms, L2-normalised again)."""
     documents = [_document_vector(tf, keep) for tf in feedback]
     norms = [f32(math.sqrt(math.fsum(float(v) ** 2 for v in vector.values()))) for vector in documents]
-    mean: dict[str, np.float32] = {}
-    for term in {term for vector in documents for term in vector}:
-        weight = f32(0.0)
-        for vector, norm in zip(documents, norms, strict=True):
-            if norm > _MIN_NORM:
-                weight = f32(weight + f32(vector.get(term, f32(0.0)) / norm))
-        mean[term] = f32(weight / f32(len(documents)))
+    vocabulary = {term: column for column, term in enumerate({t for vector in documents for t in vector})}
+    sums: np.ndarray = np.zeros(len(vocabulary), dtype=np.float32)
+    for vector, norm in zip(documents, norms, strict=True):
+        if norm > _MIN_NORM:
+            sums = sums + _aligned(vocabulary, vector) / norm
+    mean = dict(zip(vocabulary, (sums / f32(len(documents))).tolist(), strict=True))
     relevant = _l2_normalised(prune(mean, fb_terms))
     original = _l2_normalised(query_vector(query_terms))
     a, b = f32(alpha), f32(beta)
