@@ -15,6 +15,7 @@ from rankstack.index import Index, build_index  # noqa: E402
 from rankstack.index.dense import DenseVectors, HnswParams, build_dense  # noqa: E402
 from rankstack.models.encoder import load_encoder  # noqa: E402
 from rankstack.models.loading import ModelLoadError  # noqa: E402
+from rankstack.stages import SearchContext  # noqa: E402
 from rankstack.stages.dense import Dense  # noqa: E402
 from rankstack.testing import check_stage_contract  # noqa: E402
 from rankstack.types import Doc, Query  # noqa: E402
@@ -130,3 +131,21 @@ def test_empty_and_long_documents(encoder, caplog: pytest.LogCaptureFixture, tmp
     index.reload_manifest()
     vectors = index.dense_vectors(encoder.model_id, "fp32").vectors
     assert vectors.shape == (3, 384) and np.isfinite(vectors).all()
+
+
+def test_dense_prf_moves_the_query_towards_its_feedback_documents(dense_index: Index, encoder) -> None:
+    from rankstack.stages import parse_pipeline
+    from rankstack.stages.prf import DensePRF
+
+    query = Query("q", "parrot plumage")
+    first = (Dense(dense_index, precision="fp32") % 1).transform([query])
+    top = first.results["q"][0].doc_id
+    prf = DensePRF(dense_index, fb_docs=1, alpha=1.0, beta=0.5, precision="fp32")
+    expanded = prf.transform([query], first, SearchContext()).expanded["q"]
+    stored = dense_index.dense_vectors(prf.model, "fp32")
+    document = dense_index.view().dense_rows(stored, [dense_index.doc_positions[top]])[0]
+    assert np.allclose(expanded.vector, encoder.encode_queries(["parrot plumage"])[0] + 0.5 * document, atol=1e-5)
+    pipeline = parse_pipeline("dense(precision=fp32)>>dense_prf(fb_docs=1,precision=fp32)>>dense(precision=fp32)",
+                              dense_index)
+    check_stage_contract(lambda: pipeline, QUERIES, index=dense_index)
+    assert pipeline.search("parrot plumage")[0].doc_id == top  # feedback from the top hit keeps it on top

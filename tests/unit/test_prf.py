@@ -112,7 +112,9 @@ def test_no_feedback_documents_falls_back_to_the_query_with_a_counted_warning(sa
     ("bm25>>rocchio>>bm25>>rm3%5", "but 'cutoff"),
     ("bm25>>rm3>>dense", "rewrites the query for a bm25 stage right after it"),
     ("rrf(bm25>>rm3, bm25)", "but nothing follows"),
-    ("bm25>>rm3(fb_docs=0)>>bm25", "fb_docs must be at least 1"),
+    ("bm25>>rm3(fb_docs=0)>>bm25", "fb_docs must be between 1 and 1000"),
+    ("bm25>>rocchio(fb_terms=100000)>>bm25", "fb_terms must be between 1 and 1000"),
+    ("bm25>>rocchio(beta=-1.0)>>bm25", "beta must be between 0 and 100"),
     ("bm25>>rm3(original_weight=1.5)>>bm25", "original_weight must be between 0 and 1"),
     ("dense>>dense_prf(model=other)>>dense", "give both the same model="),
 ])

@@ -153,6 +153,9 @@ class LiveView:
         return [sparse.term_vector(row) if row < base_rows else dict(self.added[row - base_rows].term_freqs)
                 for row in rows]
 
+    def indexed_doc_count(self) -> int:
+        return self._collection_stats[0]
+
     def doc_freq(self, term: str) -> int:
         return len(self._postings(term)[0])
 

@@ -131,6 +131,10 @@ class Segment:
         """Term frequencies of the documents in ``rows``."""
         return [self.sparse.term_vector(row) for row in rows]
 
+    def indexed_doc_count(self) -> int:
+        """Documents with at least one indexed term (Lucene's ``docCount``)."""
+        return self.sparse.collection_stats[0]
+
     def doc_freq(self, term: str) -> int:
         """Number of (live) documents containing ``term``."""
         term_id = self.sparse.vocab.get(term)

@@ -47,6 +47,9 @@ class IndexView(Protocol):
     def term_vectors(self, rows: Sequence[int]) -> list[dict[str, int]]:
         """Term frequencies of the documents in ``rows`` (query expansion reads its feedback from here)."""
 
+    def indexed_doc_count(self) -> int:
+        """Live documents with at least one indexed term (Lucene's ``docCount``)."""
+
     def doc_freq(self, term: str) -> int:
         """Number of live documents containing the analysed ``term``."""
 

@@ -26,6 +26,9 @@ TUNABLE_PARAMETERS: dict[str, frozenset[str]] = {
     "rrf": frozenset({"k"}),
     "linear": frozenset({"alpha"}),
     "dense": frozenset({"ef_search"}),
+    "rm3": frozenset({"fb_docs", "fb_terms", "original_weight"}),  # bounded by the stages themselves
+    "rocchio": frozenset({"fb_docs", "fb_terms", "alpha", "beta"}),
+    "dense_prf": frozenset({"fb_docs", "alpha", "beta"}),
 }
 FILE_PARAMETERS = frozenset({"path", "states"})  # parameters naming files or folders on the server
 MODEL_PARAMETERS = frozenset({"model"})

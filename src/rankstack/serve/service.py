@@ -107,7 +107,7 @@ class SearchService:
              api_key: str | None = None, allow_any_pipeline: bool = False, data_root: Path | None = None,
              model_root: Path | None = None) -> SearchService:
         if not presets:
-            presets = ["bm25"]
+            presets = ["bm25", "bm25>>rm3>>bm25"]
             if index.dense_keys():
                 presets += ["dense", "rrf(bm25,dense)", "bm25%100>>dense"]
         service = cls(index, default_pipeline or presets[0], list(presets), api_key or None)

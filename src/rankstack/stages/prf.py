@@ -30,15 +30,18 @@ def _require_index(name: str, index: Any) -> None:
         raise PipelineError(f"{name} needs an index; open one with rankstack.index.Index.open(PATH)")
 
 
+MAX_FEEDBACK = 1000  # documents or terms: more makes a query as slow as a scan and helps no one
+
+
 def _check_counts(name: str, **counts: int) -> None:
     for key, value in counts.items():
-        if value < 1:
-            raise PipelineError(f"{name}: {key} must be at least 1, got {value}")
+        if not 1 <= value <= MAX_FEEDBACK:
+            raise PipelineError(f"{name}: {key} must be between 1 and {MAX_FEEDBACK}, got {value}")
 
 
-def _check_weight(name: str, key: str, value: float, upper: float | None = 1.0) -> None:
-    if value < 0 or (upper is not None and value > upper):
-        bound = f"between 0 and {upper}" if upper is not None else "at least 0"
+def _check_weight(name: str, key: str, value: float, upper: float = 1.0) -> None:
+    if not 0 <= value <= upper:
+        bound = f"between 0 and {upper:g}"
         raise PipelineError(f"{name}: {key} must be {bound}, got {value}")
 
 
@@ -70,7 +73,9 @@ class _TermFeedback(Stage):
 
     def transform(self, queries: Sequence[Query], candidates: Run | None, context: SearchContext) -> Run:
         view = self.index.view()
-        keep = TermFilter(view.doc_freq, view.num_docs, english_only=self.filter_terms)
+        # Anserini divides by the number of documents in its Lucene index, which leaves out documents without
+        # text: documents with at least one term are the same count unless a text is all stop words.
+        keep = TermFilter(view.doc_freq, view.indexed_doc_count(), english_only=self.filter_terms)
         positions = view.doc_positions
         expanded: dict[str, ExpandedQuery] = {}
         without_feedback = 0
@@ -128,8 +133,8 @@ class Rocchio(_TermFeedback):
                  beta: float = 0.75) -> None:
         _require_index(self.name, index)
         _check_counts(self.name, fb_docs=fb_docs, fb_terms=fb_terms)
-        _check_weight(self.name, "alpha", alpha, upper=None)
-        _check_weight(self.name, "beta", beta, upper=None)
+        _check_weight(self.name, "alpha", alpha, upper=100.0)
+        _check_weight(self.name, "beta", beta, upper=100.0)
         self.index = index
         self.fb_docs = fb_docs
         self.fb_terms = fb_terms
@@ -159,8 +164,8 @@ class DensePRF(Stage):
 
         _require_index(self.name, index)
         _check_counts(self.name, fb_docs=fb_docs)
-        _check_weight(self.name, "alpha", alpha, upper=None)
-        _check_weight(self.name, "beta", beta, upper=None)
+        _check_weight(self.name, "alpha", alpha, upper=100.0)
+        _check_weight(self.name, "beta", beta, upper=100.0)
         # The dense stage it feeds encodes the same way; one instance serves query and document vectors.
         self._dense = Dense(index, model=model, precision=precision, device=device)
         self.index = index
