@@ -126,3 +126,11 @@ def test_misplaced_or_misconfigured_feedback_is_refused(savanna: Index, text: st
 def test_canonical_strings_round_trip(savanna: Index) -> None:
     text = "bm25(k1=0.9,b=0.4)>>rm3(fb_docs=5,fb_terms=20,original_weight=0.3,filter_terms=true)>>bm25(k1=0.9,b=0.4)"
     assert str(parse_pipeline(text, savanna)) == text
+
+
+@pytest.mark.parametrize("text", ["bm25>>rm3(fb_docs=2)>>bm25", "bm25>>rocchio(fb_docs=3)>>bm25"])
+def test_feedback_pipelines_pass_the_stage_contract(savanna: Index, text: str) -> None:
+    from rankstack.testing import check_stage_contract
+
+    queries = [Query("q1", "zebra"), Query("q2", "grazing herds"), Query("q3", "unicorn")]
+    check_stage_contract(lambda: parse_pipeline(text, savanna), queries, index=savanna)
