@@ -162,7 +162,8 @@ class DensePRF(Stage):
     expands = "vector"
     always_shown = ("model",)
 
-    def __init__(self, index: Any, model: str = "default", fb_docs: int = 3, alpha: float = 1.0, beta: float = 0.5,
+    # fb_docs and beta chosen on SciFact's train queries (benchmarks/prf_defaults.py)
+    def __init__(self, index: Any, model: str = "default", fb_docs: int = 1, alpha: float = 1.0, beta: float = 0.25,
                  precision: str = "auto", device: str = "auto") -> None:
         from rankstack.stages.dense import Dense
 
