@@ -33,7 +33,7 @@ MAX_REMEMBERED_CHARS = 4_000_000  # characters of recently shown texts whose wor
 class _Words:
     """A text cut into words: the words in order, where each ends, and the distinct ones."""
 
-    __slots__ = ("ends", "generation", "text", "unique", "words")
+    __slots__ = ("_positions", "ends", "generation", "text", "unique", "words")
 
     def __init__(self, text: str) -> None:
         self.text = text
@@ -42,19 +42,27 @@ class _Words:
         self.ends = array("l", accumulate(map(len, parts)))  # word i runs from ends[2i] to ends[2i + 1]
         self.unique = frozenset(self.words)
         self.generation = -1  # the word table's generation that knows every word here
+        # Where each word that matched a query so far occurs: a document shown again for a query sharing
+        # a term finds the word's places without scanning the text (only matched words: little memory).
+        self._positions: dict[str, tuple[int, ...]] = {}
 
-    def spans(self, hits: frozenset[str]) -> list[tuple[int, int]]:
-        """The spans of the words in ``hits`` (found by identity first: the words are interned)."""
-        words, chosen = self.words, []
-        for word in hits:
+    def _places(self, word: str) -> tuple[int, ...]:
+        places = self._positions.get(word)
+        if places is None:
+            words, found = self.words, []
             position = words.index(word)
             while True:
-                chosen.append(position)
+                found.append(position)
                 try:
                     position = words.index(word, position + 1)
                 except ValueError:
                     break
-        chosen.sort()
+            places = self._positions[word] = tuple(found)  # a race only computes the same tuple twice
+        return places
+
+    def spans(self, hits: frozenset[str]) -> list[tuple[int, int]]:
+        """The spans of the words in ``hits`` (found by identity first: the words are interned)."""
+        chosen = sorted(position for word in hits for position in self._places(word))
         ends = self.ends
         return [(ends[2 * i], ends[2 * i + 1]) for i in chosen]
 
