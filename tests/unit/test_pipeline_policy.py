@@ -25,7 +25,8 @@ def _search(client: TestClient, pipeline: str):  # noqa: ANN202
     return client.get("/v1/search", params={"q": "cats", "k": 3, "pipeline": pipeline})
 
 
-@pytest.mark.parametrize("pipeline", ["bm25", "bm25(k1=1.2,b=0.75)", "bm25%2", "bm25(b=0.1)%50%3"])
+@pytest.mark.parametrize("pipeline", ["bm25", "bm25(k1=1.2,b=0.75)", "bm25%2", "bm25(b=0.1)%50%3", "bm25>>rm3>>bm25",
+                                      "bm25>>rm3(fb_docs=3,original_weight=0.5)>>bm25%5"])
 def test_presets_with_tuned_parameters_are_allowed(tiny_index: Index, pipeline: str) -> None:
     with _client(tiny_index) as client:
         assert _search(client, pipeline).status_code == 200
@@ -34,7 +35,7 @@ def test_presets_with_tuned_parameters_are_allowed(tiny_index: Index, pipeline: 
 @pytest.mark.parametrize("pipeline", [
     "run(path=/etc/passwd)", "run(path=/etc/no-such-file)", "run(path=/dev/zero)",
     "dense(model=/tmp)", "bm25%100>>cross_encoder(model=/tmp)", "bm25%100>>mono_t5(model=t5-small)",
-    "rrf(bm25,bm25)", "bm25%5000", "bm25>>bm25",
+    "rrf(bm25,bm25)", "bm25%5000", "bm25>>bm25", "bm25>>rm3(filter_terms=false)>>bm25",
 ])
 def test_other_pipelines_are_refused_without_touching_anything(tiny_index: Index, pipeline: str) -> None:
     with _client(tiny_index) as client:
