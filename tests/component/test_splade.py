@@ -94,6 +94,10 @@ def test_stage_builds_impacts_on_first_use_and_ranks_the_matching_doc_first(tiny
     canonical = str(parse_pipeline(fused, tiny_index))
     assert pipeline in canonical and str(parse_pipeline(canonical, tiny_index)) == canonical
     assert _search(tiny_index, fused, "parrot feathers")[0] == "d5"
+    from rankstack.serve.service import SearchService
+
+    service = SearchService.open(tiny_index)  # the service offers SPLADE once the index has impacts
+    assert pipeline in service.presets and service.pipeline(fused).search("parrot feathers")[0].doc_id == "d5"
 
 
 def test_quantised_scores_rank_as_the_float_weights_do(tiny_index: Index, splade_dir: Path) -> None:
