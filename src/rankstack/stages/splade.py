@@ -126,7 +126,7 @@ class Splade(Stage):
             all_scores = self._all_scores(view, self._impacts(), query_weights)
             positions = view.doc_positions
             for i, query in enumerate(queries):
-                hits = candidates.results.get(query.query_id) or []
+                hits: Sequence[Any] = candidates.results.get(query.query_id) or []
                 run.set(query.query_id, [ScoredDoc(query.query_id, h.doc_id, float(all_scores[i, positions[h.doc_id]])
                                                    if h.doc_id in positions else 0.0) for h in hits])
             return
