@@ -138,6 +138,11 @@ def test_live_additions_are_encoded_and_deletions_never_returned(tiny_index: Ind
     hits = _search(tiny_index, pipeline, "parrot feathers")
     assert hits[0] == "d9" and "d5" not in hits
     assert _search(tiny_index, f"bm25%5>>{pipeline}", "parrot feathers")[0] == "d9"  # re-scoring sees it too
+    with IndexWriter(tiny_index) as writer:  # a compaction carries the impacts into the new segment
+        writer.compact()
+    impacts = tiny_index.splade_impacts(str(splade_dir))
+    assert impacts is not None and impacts.num_docs == tiny_index.segment.num_docs == tiny_index.num_docs
+    assert _search(tiny_index, pipeline, "parrot feathers") == hits
 
 
 def test_rescoring_without_stored_impacts_encodes_the_candidates(tiny_index: Index, splade_dir: Path) -> None:

@@ -8,9 +8,9 @@ stored by term, as the BM25 postings are. A weight ``w`` is stored as ``max(1, r
 ``scale * sum(query weight * impact)``. The directory is written beside its final name and renamed into
 place, then entered into the manifest with checksums of its files.
 
-A live index's added documents are not stored here: the splade stage encodes them on first use (see
-:func:`live_scores`); a compaction leaves the impacts out of the new segment, and the stage rebuilds them
-on first use.
+A live index's added documents are not stored here: the splade stage encodes them on first use; a
+compaction carries the impacts into the new segment (the live rows' impacts unchanged, the added documents
+encoded then: :func:`carry_over`).
 """
 
 from __future__ import annotations
@@ -65,12 +65,15 @@ def build_splade(index: Any, encoder: SpladeEncoder, chunk: int = DEFAULT_CHUNK,
     return write_splade_impacts(segment.path, encoder.model_id, meta, matrix)
 
 
-def write_splade_impacts(index_path: Path, model_id: str, meta: dict[str, Any], weights: Any) -> Path:
-    """Store float ``weights`` (rows: index rows, columns: the model's vocabulary) quantised and term-major."""
+def write_splade_impacts(index_path: Path, model_id: str, meta: dict[str, Any], weights: Any,
+                         scale: float | None = None) -> Path:
+    """Store float ``weights`` (rows: index rows, columns: the model's vocabulary) quantised and term-major;
+    ``scale`` keeps an earlier scale (a compaction: stored impacts then come back unchanged)."""
     weights = weights.tocsc()
     weights.sort_indices()
     largest = float(weights.data.max()) if weights.nnz else 1.0
-    scale = largest / IMPACT_MAX if largest > 0 else 1.0
+    if scale is None:
+        scale = largest / IMPACT_MAX if largest > 0 else 1.0
     impacts = quantise(weights, scale)
     rows, columns = weights.shape
     meta = {**meta, "count": int(rows), "postings": int(impacts.nnz), "scale": scale, "quantisation": "uint8",
@@ -150,6 +153,27 @@ class SpladeImpacts:
         postings = self.matrix[:, terms]  # CSC column selection: the selected terms' postings only
         weights = queries[:, terms].toarray().astype(np.float32)
         return np.asarray((postings @ weights.T).T * self.scale, dtype=np.float32)
+
+
+def carry_over(index: Any, view: Any, staging: Path, model_id: str) -> None:
+    """Write ``model_id``'s impacts for a compaction of ``view`` into ``staging``: the stored rows of the
+    segment's live documents (impacts unchanged: same scale), then the added live documents, encoded now."""
+    from scipy import sparse
+
+    from rankstack.models.splade import load_splade
+
+    impacts = index.splade_impacts(model_id)
+    if impacts is None:
+        raise IndexCorruptError(f"{index.path} lists SPLADE impacts '{model_id}' in its manifest, but they cannot "
+                                "be opened; rebuild the index")
+    segment, alive, added = live_parts(view)
+    base = segment.num_docs
+    alive = np.ones(base + len(added), dtype=bool) if alive is None else alive
+    parts = [impacts.matrix.tocsr()[np.flatnonzero(alive[:base])] * impacts.scale]
+    fresh = [doc for position, doc in enumerate(added) if alive[base + position]]
+    if fresh:
+        parts.append(load_splade(model_id).encode_docs([d.contents for d in fresh]))
+    write_splade_impacts(staging, model_id, impacts.meta, sparse.vstack(parts, format="csr"), scale=impacts.scale)
 
 
 def live_parts(view: Any) -> tuple[Any, np.ndarray | None, list[Any]]:
