@@ -195,3 +195,22 @@ def test_training_a_few_steps_saves_a_loadable_splade_model(tiny_beir: Path, tin
     assert not (tmp_path / ".trained.checkpoints").exists()
     weights = SpladeEncoder(str(output)).encode_docs(["parrot feathers"])
     assert weights.shape[0] == 1 and weights.nnz > 0
+
+
+def test_inference_free_queries_train_and_search_without_the_transformer(tiny_beir: Path, tiny_index: Index,
+                                                                         tmp_path: Path) -> None:
+    from rankstack.models.splade import SpladeEncoder
+    from rankstack.train.arguments import SparseTraining
+    from rankstack.train.sparse import train_sparse
+
+    output = tmp_path / "free"
+    card = train_sparse(tiny_beir, output, tiny_index,
+                        SparseTraining(base=str(_lexical_bert(tmp_path / "base")), split="test", max_steps=2,
+                                       batch_size=2, max_length=32, dev_fraction=0.5, dev_depth=3, head_bias=-1.0,
+                                       inference_free_queries=True))
+    assert card["parameters"]["inference_free_queries"] is True
+    encoder = SpladeEncoder(str(output))
+    assert encoder.inference_free_queries
+    weights = encoder.encode_queries(["parrot feathers"])
+    assert {t for t, _ in encoder.decode(weights[0])} >= {"parrot", "feathers"}  # the query's own tokens
+    assert _search(tiny_index, f"splade(model={output})", "parrot feathers")[0] == "d5"

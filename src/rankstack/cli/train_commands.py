@@ -107,6 +107,9 @@ def train_sparse_command(
     query_regularizer: Annotated[float, typer.Option(min=0.0, help="FLOPS weight on queries.")] = 1e-3,
     head_bias: Annotated[float, typer.Option(help="Starting bias of a new MLM head (negative: sparse from the "
                                              "start).")] = -8.0,
+    inference_free_queries: Annotated[bool, typer.Option(
+        "--inference-free-queries", help="Weigh queries with a learnt table of token weights: no transformer at "
+        "query time.")] = False,
     device: Annotated[str, typer.Option(help="auto (a GPU when torch sees one), cpu or cuda.")] = "auto",
 ) -> None:
     """Train a SPLADE learned sparse retriever (ranking loss + FLOPS regulariser); resumes if interrupted."""
@@ -116,7 +119,7 @@ def train_sparse_command(
     args = SparseTraining(base=base, split=split, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
                           max_length=max_length, seed=seed, miner=miner, dev_depth=dev_depth, max_steps=max_steps,
                           document_regularizer=document_regularizer, query_regularizer=query_regularizer,
-                          head_bias=head_bias, device=device)
+                          head_bias=head_bias, inference_free_queries=inference_free_queries, device=device)
     card = train_sparse(dataset_dir=dataset, output=output, index=_mining_index(dataset), args=args)
     stderr.print(f"saved a SPLADE model to {output} in {card['train_seconds']:.0f} s; dev nDCG@10 "
                  f"{card['dev_ndcg@10']}; active terms per document {card['active_terms_per_doc']}")

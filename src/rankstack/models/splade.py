@@ -41,8 +41,10 @@ def sparse_head_problem(location: str) -> str | None:
     except (json.JSONDecodeError, UnicodeDecodeError):
         return f"{modules_file} is not valid JSON"
     types = " ".join(str(m.get("type", "")) for m in modules if isinstance(m, dict))
-    text = types + " " + " ".join((p / "config.json").read_text(encoding="utf-8", errors="replace")
-                                  for p in path.iterdir() if p.is_dir() and (p / "config.json").is_file())
+    # A Router (inference-free queries) names its modules in router_config.json.
+    text = types + " " + " ".join(p.read_text(encoding="utf-8", errors="replace")
+                                  for p in [*path.glob("router_config.json"), *path.glob("*/config.json")]
+                                  if p.stat().st_size < 1_000_000)
     if not any(name in text for name in SPARSE_HEAD_MODULES):
         return (f"{location} has no sparse head (no SpladePooling module in its modules.json: "
                 f"{types.strip() or 'no modules'}); it looks like a bi-encoder or cross-encoder")

@@ -159,3 +159,7 @@ class SparseTraining:
     regularizer_warmup: float = 1 / 3
     """Optimisation: ``max_steps`` -1 runs every epoch; the FLOPS regulariser's weights on documents and
     queries, reached after the first ``regularizer_warmup`` of the steps (a quadratic ramp from 0)."""
+    inference_free_queries: bool = False
+    static_learning_rate: float = 1e-3
+    """Queries weighed by a static table of token weights (no transformer at query time; no query
+    regulariser), learnt at ``static_learning_rate``."""

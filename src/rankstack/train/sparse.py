@@ -64,9 +64,14 @@ def _initialise_mlm_head(model: Any, head_bias: float) -> None:
     model.tie_weights()
 
 
-def build_splade_model(base: str, max_length: int = 256, head_bias: float = -8.0) -> Any:
+def build_splade_model(base: str, max_length: int = 256, head_bias: float = -8.0,
+                       inference_free_queries: bool = False) -> Any:
     """A SPLADE ``SparseEncoder`` on ``base``: its own MLM head when it has one (the head's bias shifted by
-    ``head_bias``), else a new head made from the word embeddings (see the module's docstring)."""
+    ``head_bias``), else a new head made from the word embeddings (see the module's docstring).
+
+    With ``inference_free_queries`` documents go through that model and queries through a static table of
+    token weights (sentence-transformers' ``Router`` with a ``SparseStaticEmbedding``, every weight 1 to
+    start): a query is then weighed without running the transformer."""
     transformers = require("transformers", "train", "Training")
     sentence_transformers = require("sentence_transformers", "train", "Training")
     from sentence_transformers.sparse_encoder.modules import SpladePooling
@@ -96,7 +101,13 @@ def build_splade_model(base: str, max_length: int = 256, head_bias: float = -8.0
         transformer = Transformer(staging, transformer_task="fill-mask", max_seq_length=max_length)
         pooling = SpladePooling(pooling_strategy="max", activation_function="relu",
                                 embedding_dimension=int(model.config.vocab_size))
-        return sentence_transformers.SparseEncoder(modules=[transformer, pooling], device="cpu")
+        if not inference_free_queries:
+            return sentence_transformers.SparseEncoder(modules=[transformer, pooling], device="cpu")
+        from sentence_transformers.sparse_encoder.modules import Router, SparseStaticEmbedding
+
+        router = Router.for_query_document(query_modules=[SparseStaticEmbedding(tokenizer=transformer.tokenizer)],
+                                           document_modules=[transformer, pooling])
+        return sentence_transformers.SparseEncoder(modules=[router], device="cpu")
 
 
 def dev_retrieval(index: Index, queries: list[Query], qrels: list[Any], miner: str, depth: int
@@ -155,18 +166,23 @@ def train_sparse(dataset_dir: str | Path, output: str | Path, index: Index, args
     data = mine_examples(dataset, index, args.split, args.miner, negatives_per_positive=1,
                          dev_fraction=args.dev_fraction, seed=args.seed)
     logger.info("training data: %s", data.to_json())
-    model = build_splade_model(args.base, args.max_length, args.head_bias)
+    model = build_splade_model(args.base, args.max_length, args.head_bias, args.inference_free_queries)
     qrels = dev_qrels(dataset, args.split, data.dev_queries)
     dev_ndcg = dev_retrieval(index, data.dev_queries, qrels, args.miner, args.dev_depth)
     probe = [e[1] for e in data.examples[:32]]
     active_before = _mean_active(model, probe)
     loss = SpladeLoss(model, SparseMultipleNegativesRankingLoss(model),
                       document_regularizer_weight=args.document_regularizer,
-                      query_regularizer_weight=args.query_regularizer)
+                      query_regularizer_weight=None if args.inference_free_queries else args.query_regularizer)
     schedule = SpladeRegularizerWeightSchedulerCallback(loss, scheduler_type="quadratic",
                                                         warmup_ratio=args.regularizer_warmup)
     checkpoints = checkpoint_folder(output)
-    arguments = SparseEncoderTrainingArguments(**trainer_arguments(checkpoints, args), batch_sampler="no_duplicates")
+    routing: dict[str, Any] = {}
+    if args.inference_free_queries:  # queries to the static table (learning fast), documents to the transformer
+        routing = {"router_mapping": {"query": "query", "positive": "document", "negative_1": "document"},
+                   "learning_rate_mapping": {r"sub_modules\.query\.0\.weight": args.static_learning_rate}}
+    arguments = SparseEncoderTrainingArguments(**trainer_arguments(checkpoints, args), batch_sampler="no_duplicates",
+                                               **routing)
     trainer = SparseEncoderTrainer(model=model, args=arguments,
                                    train_dataset=datasets.Dataset.from_dict(example_columns(data.examples)),
                                    loss=loss, callbacks=[schedule, *(callbacks or [])])
@@ -179,6 +195,7 @@ def train_sparse(dataset_dir: str | Path, output: str | Path, index: Index, args
                            "head_bias": args.head_bias, "document_regularizer": args.document_regularizer,
                            "query_regularizer": args.query_regularizer,
                            "regularizer_warmup": args.regularizer_warmup,
+                           "inference_free_queries": args.inference_free_queries,
                            "precision": training_runtime("auto", args.device).precision,
                            "loss": "SpladeLoss(SparseMultipleNegativesRankingLoss, FLOPS, quadratic ramp)"},
             "active_terms_per_doc": {"start": active_before, "trained": _mean_active(model, probe)},
