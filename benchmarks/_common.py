@@ -66,7 +66,7 @@ def describe_model(model: str, depth: int = 0) -> Any:
     if not card.is_file():
         return model
     facts = json.loads(card.read_text(encoding="utf-8"))
-    command = {"split-cross-encoder": "split"}.get(str(facts.get("kind")), str(facts.get("kind")))
+    command = {"split-cross-encoder": "split", "splade": "sparse"}.get(str(facts.get("kind")), str(facts.get("kind")))
     split = "layout" in facts
     described = {"trained_by": f"rankstack train {command}" if split or "distilled_from" not in facts
                  else "rankstack train distil", "base": facts.get("base"),

@@ -32,6 +32,8 @@ def index(
     hnsw: Annotated[bool, typer.Option("--hnsw", help="Also build and store an HNSW graph.")] = False,
     hnsw_m: Annotated[int, typer.Option(help="HNSW M (links per node).")] = 32,
     hnsw_ef_construction: Annotated[int, typer.Option(help="HNSW efConstruction.")] = 200,
+    sparse: Annotated[str | None, typer.Option("--sparse", help="Also encode SPLADE impacts with this model "
+                                               "(rankstack train sparse), to an existing index too.")] = None,
     ray: RayOption = None,
     ray_workers: RayWorkersOption = None,
 ) -> None:
@@ -39,7 +41,7 @@ def index(
     from rankstack.index import Index, build_index
 
     started = time.perf_counter()
-    if not (dense and output.exists() and not overwrite):
+    if not ((dense or sparse) and output.exists() and not overwrite):
         with progress_bar(f"indexing {corpus.name}") as advance:
             build_index(corpus, output, overwrite=overwrite, progress=advance,
                         ignore_identical_ids=ignore_identical_ids)
@@ -59,6 +61,24 @@ def index(
                         progress=adv)
         stderr.print(f"added {opened.num_docs:,} {encoder.dimension}-d vectors ({storage}) in "
                      f"{time.perf_counter() - started:.1f} s")
+    if sparse:
+        _add_splade(opened, sparse)
+
+
+def _add_splade(opened: Any, model: str) -> None:
+    from rankstack.index.splade import build_splade
+    from rankstack.models.splade import load_splade
+
+    encoder = load_splade(model)
+    started = time.perf_counter()
+    rows = opened.segment.num_docs
+    with progress_bar(f"encoding with {encoder.model_id} (SPLADE)", total=rows) as advance:
+        final = build_splade(opened, encoder, progress=advance)
+    opened.reload_manifest()
+    meta = opened.manifest["splade"][encoder.model_id]
+    stored = sum(f.stat().st_size for f in final.iterdir())
+    stderr.print(f"added SPLADE impacts for {rows:,} documents ({meta['postings'] / max(rows, 1):.1f} terms per "
+                 f"document, {stored:,} bytes) in {time.perf_counter() - started:.1f} s")
 
 
 def _open_pipeline(index_dir: Path, pipeline: str):  # noqa: ANN202 - returns (Index, Pipeline)

@@ -87,6 +87,44 @@ def train_cross_encoder_command(
 
 
 
+@train_app.command("sparse")
+def train_sparse_command(
+    dataset: Annotated[Path, typer.Argument(help="BEIR directory with qrels for the training split.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Directory for the trained SPLADE model.")],
+    base: Annotated[str, typer.Option(help="Starting transformer: local path or Hugging Face id.")] = "default",
+    split: Annotated[str, typer.Option(help="Qrels split to train on.")] = "train",
+    epochs: Annotated[int, typer.Option(min=1)] = 1,
+    batch_size: Annotated[int, typer.Option(min=2, help="Queries per step.")] = 16,
+    learning_rate: Annotated[float, typer.Option()] = 5e-5,
+    max_length: Annotated[int, typer.Option(min=16, help="Tokens per text.")] = 256,
+    seed: Annotated[int, typer.Option()] = 42,
+    miner: Annotated[str, typer.Option(help="Pipeline that mines hard negatives and gives the dev candidates.")]
+    = "bm25%30",
+    dev_depth: Annotated[int, typer.Option(min=0, help="Miner's candidates per dev query scored for the dev "
+                                           "figure (0: no dev figure).")] = 30,
+    max_steps: Annotated[int, typer.Option(help="Stop after this many steps (-1: all epochs).")] = -1,
+    document_regularizer: Annotated[float, typer.Option(min=0.0, help="FLOPS weight on documents.")] = 1e-3,
+    query_regularizer: Annotated[float, typer.Option(min=0.0, help="FLOPS weight on queries.")] = 1e-3,
+    head_bias: Annotated[float, typer.Option(help="Starting bias of a new MLM head (negative: sparse from the "
+                                             "start).")] = -8.0,
+    inference_free_queries: Annotated[bool, typer.Option(
+        "--inference-free-queries", help="Weigh queries with a learnt table of token weights: no transformer at "
+        "query time.")] = False,
+    device: Annotated[str, typer.Option(help="auto (a GPU when torch sees one), cpu or cuda.")] = "auto",
+) -> None:
+    """Train a SPLADE learned sparse retriever (ranking loss + FLOPS regulariser); resumes if interrupted."""
+    from rankstack.train.arguments import SparseTraining
+    from rankstack.train.sparse import train_sparse
+
+    args = SparseTraining(base=base, split=split, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+                          max_length=max_length, seed=seed, miner=miner, dev_depth=dev_depth, max_steps=max_steps,
+                          document_regularizer=document_regularizer, query_regularizer=query_regularizer,
+                          head_bias=head_bias, inference_free_queries=inference_free_queries, device=device)
+    card = train_sparse(dataset_dir=dataset, output=output, index=_mining_index(dataset), args=args)
+    stderr.print(f"saved a SPLADE model to {output} in {card['train_seconds']:.0f} s; dev nDCG@10 "
+                 f"{card['dev_ndcg@10']}; active terms per document {card['active_terms_per_doc']}")
+
+
 @train_app.command("distil")
 def train_distil_command(
     teacher: Annotated[str, typer.Argument(help="Trained cross-encoder to compress: local path or Hugging Face id.")],

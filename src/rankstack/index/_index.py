@@ -24,6 +24,7 @@ from rankstack.index.docstore import DocStore
 from rankstack.index.live_view import LiveView, empty_view
 from rankstack.index.segment import Segment
 from rankstack.index.sparse import SparseIndex
+from rankstack.index.splade import SpladeImpacts
 from rankstack.index.view import IndexView
 from rankstack.text.analyzer import LuceneEnglishAnalyzer
 
@@ -89,6 +90,12 @@ class Index:
     def dense_vectors(self, model_id: str, precision: str | None = None, exact: bool = False
                       ) -> DenseVectors | None:
         return self._segment.dense_vectors(model_id, precision, exact)
+
+    def splade_keys(self) -> list[str]:
+        return self._segment.splade_keys()
+
+    def splade_impacts(self, model_id: str) -> SpladeImpacts | None:
+        return self._segment.splade_impacts(model_id)
 
     def reload_manifest(self) -> None:
         self._segment.reload_manifest()

@@ -23,6 +23,7 @@ from rankstack.index.docstore import DocStore
 from rankstack.index.lucene_bm25 import boosted_scores
 from rankstack.index.manifest import read_manifest
 from rankstack.index.sparse import SparseIndex
+from rankstack.index.splade import SpladeImpacts
 from rankstack.ranking import top_rows
 from rankstack.text.analyzer import ANALYZER_VERSION, LuceneEnglishAnalyzer
 from rankstack.types import Doc
@@ -62,6 +63,7 @@ class Segment:
         # One score matrix per (k1, b) asked for; bounded, since a server builds them on request.
         self._retrievers: BoundedCache[tuple[float, float], bm25s.BM25] = BoundedCache(MAX_BM25_VARIANTS)
         self._dense: dict[str, DenseVectors] = {}
+        self._splade: dict[str, SpladeImpacts] = {}
         self._lock = Lock()
 
     @classmethod
@@ -191,10 +193,24 @@ class Segment:
                 self._dense[key] = DenseVectors(self.path / entries[key]["dir"])
             return self._dense[key]
 
+    def splade_keys(self) -> list[str]:
+        return sorted(self.manifest.get("splade", {}))
+
+    def splade_impacts(self, model_id: str) -> SpladeImpacts | None:
+        """Stored SPLADE impacts of ``model_id`` (loaded on first use); None when there are none."""
+        entry = self.manifest.get("splade", {}).get(model_id)
+        if entry is None:
+            return None
+        with self._lock:
+            if model_id not in self._splade:
+                self._splade[model_id] = SpladeImpacts.load(self.path / entry["dir"])
+            return self._splade[model_id]
+
     def reload_manifest(self) -> None:
-        """Pick up parts added to the directory (dense vectors) since the index was opened."""
+        """Pick up parts added to the directory (dense vectors, SPLADE impacts) since the index was opened."""
         self.manifest = read_manifest(self.path, verify_checksums=False)
         self._dense.clear()
+        self._splade.clear()
 
     def close(self) -> None:
         self.docstore.close()

@@ -122,6 +122,7 @@ class IndexWriter:
         """Fold the live changes into a new segment and swap it in atomically."""
         from rankstack.index.builder import build_index
         from rankstack.index.dense import write_dense_vectors
+        from rankstack.index.splade import carry_over
 
         view = self.index.view()
         if not isinstance(view, LiveView):
@@ -146,6 +147,8 @@ class IndexWriter:
                                             "cannot be opened; rebuild the index")
                 matrix = view._dense_matrix(stored)[alive]
                 write_dense_vectors(staging, key, stored.meta, matrix)
+            for model_id in manifest.get("splade", {}):  # SPLADE impacts follow their rows
+                carry_over(self.index, view, staging, model_id)
             # Lock the new generation before it becomes visible, so no other writer slips in at the swap.
             (staging / LIVE_DIR).mkdir()
             new_lock = lock(staging / LIVE_DIR / "writer.lock", path)

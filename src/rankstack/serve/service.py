@@ -28,6 +28,7 @@ from rankstack.serve.batching import MicroBatcher
 from rankstack.serve.policy import PipelinePolicy
 from rankstack.serve.snippets import highlight, snippet_for_terms
 from rankstack.stages import Pipeline, SearchContext, parse_pipeline
+from rankstack.stages.base import format_value
 from rankstack.types import Doc, Hits, Query
 
 if TYPE_CHECKING:
@@ -110,6 +111,9 @@ class SearchService:
             presets = ["bm25", "bm25>>rm3>>bm25"]
             if index.dense_keys():
                 presets += ["dense", "rrf(bm25,dense)", "bm25%100>>dense"]
+            for model in index.splade_keys():  # SPLADE impacts in the index: retrieval and the hybrid
+                stage = f"splade(model={format_value(model)})"
+                presets += [stage, f"linear(bm25,{stage},norm=zscore)"]
         service = cls(index, default_pipeline or presets[0], list(presets), api_key or None)
         parsed = [service.pipeline(text, trusted=True) for text in service.presets]
         for pipeline in parsed:  # fail at start-up, not on the first request, and encode what is missing

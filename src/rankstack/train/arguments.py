@@ -130,3 +130,36 @@ class SoupSettings:
     query_reads_document: bool = False
     """The split cross-encoders averaged (one layout, one teacher), and whether the soup's query reads
     the document in the split layers (a mask, not a weight)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class SparseTraining:
+    """Arguments of :func:`rankstack.train.sparse.train_sparse`."""
+
+    base: str = "default"
+    max_length: int = 256
+    head_bias: float = -8.0
+    """The starting transformer (local path or Hugging Face id), the tokens of one text, and the starting
+    bias of the MLM head (negative: each text starts with only its best-matching terms active)."""
+    split: str = "train"
+    miner: str = "bm25%30"
+    dev_fraction: float = 0.1
+    dev_depth: int = 30
+    seed: int = 42
+    """Data: the qrels split, the first stage mining one hard negative per positive, the share of queries
+    held out for dev, how many of the miner's candidates per dev query the dev figure retrieves among."""
+    epochs: int = 1
+    batch_size: int = 16
+    learning_rate: float = 5e-5
+    max_steps: int = -1
+    save_steps: int = 25
+    device: str = "auto"
+    document_regularizer: float = 1e-3
+    query_regularizer: float = 1e-3
+    regularizer_warmup: float = 1 / 3
+    """Optimisation: ``max_steps`` -1 runs every epoch; the FLOPS regulariser's weights on documents and
+    queries, reached after the first ``regularizer_warmup`` of the steps (a quadratic ramp from 0)."""
+    inference_free_queries: bool = False
+    static_learning_rate: float = 1e-3
+    """Queries weighed by a static table of token weights (no transformer at query time; no query
+    regulariser), learnt at ``static_learning_rate``."""

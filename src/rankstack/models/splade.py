@@ -1,0 +1,167 @@
+"""Learned sparse (SPLADE) encoders: a sentence-transformers ``SparseEncoder`` turned into term weights.
+
+A SPLADE model maps a text to one weight per vocabulary entry, ``max over tokens of log(1 + relu(MLM
+logit))``: most are zero, so documents are stored as postings (``rankstack.index.splade``) and a query
+scores them by a sparse dot product. Queries are encoded by the model, or, for a model trained with
+``--inference-free-queries``, looked up in a static table of token weights (no transformer at query time).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rankstack._bounded import BoundedCache
+from rankstack._optional import require
+from rankstack.errors import ModelLoadError
+from rankstack.models.encoder import TruncationReport
+from rankstack.models.loading import canonical_model_id, describe_load_failure, resolve_model_location
+
+logger = logging.getLogger(__name__)
+
+SPARSE_HEAD_MODULES = ("SpladePooling", "SparseStaticEmbedding")
+
+
+def sparse_head_problem(location: str) -> str | None:
+    """Why the model directory at ``location`` is not a SPLADE model, or None when it is one."""
+    path = Path(location)
+    if not path.is_dir():
+        return None  # a hub id: the loader says what is wrong with it
+    modules_file = path / "modules.json"
+    if not modules_file.is_file():
+        return f"{location} has no modules.json, so it is not a sentence-transformers SparseEncoder directory"
+    try:
+        modules = json.loads(modules_file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return f"{modules_file} is not valid JSON"
+    types = " ".join(str(m.get("type", "")) for m in modules if isinstance(m, dict))
+    # A Router (inference-free queries) names its modules in router_config.json.
+    text = types + " " + " ".join(p.read_text(encoding="utf-8", errors="replace")
+                                  for p in [*path.glob("router_config.json"), *path.glob("*/config.json")]
+                                  if p.stat().st_size < 1_000_000)
+    if not any(name in text for name in SPARSE_HEAD_MODULES):
+        return (f"{location} has no sparse head (no SpladePooling module in its modules.json: "
+                f"{types.strip() or 'no modules'}); it looks like a bi-encoder or cross-encoder")
+    return None
+
+
+class SpladeEncoder:
+    """Encodes queries and documents into sparse term weights with a SPLADE ``SparseEncoder``.
+
+    ``encode_docs``/``encode_queries`` return a ``scipy.sparse.csr_matrix`` (one row per text, one column
+    per vocabulary entry, float32). ``vocab`` is the tokenizer's vocabulary in id order and
+    ``vocab_sha256`` its checksum, recorded with an index's impacts so that a model with another
+    vocabulary is refused instead of matching wrong terms.
+    """
+
+    def __init__(self, model: str, batch_size: int = 16, device: str = "cpu", loaded: Any = None) -> None:
+        sentence_transformers = require("sentence_transformers", "dense", "SPLADE retrieval")
+        self._torch = require("torch", "dense", "SPLADE retrieval")
+        self.model_id = canonical_model_id(model)
+        if loaded is not None:  # a model in memory (training scores it on the dev queries)
+            self._model = loaded
+        else:
+            location = resolve_model_location(model)
+            problem = sparse_head_problem(location)
+            if problem is not None:
+                raise ModelLoadError(f"{problem}. splade(model=...) needs a SPLADE model: train one with "
+                                     f"rankstack train sparse DATASET -o DIR, then use splade(model=DIR) "
+                                     f"(a bi-encoder goes in dense(model=...))")
+            require("transformers", "dense", "SPLADE retrieval").utils.logging.disable_progress_bar()
+            try:
+                self._model = sentence_transformers.SparseEncoder(location, device=device)
+            except Exception as error:  # noqa: BLE001 - any loader failure becomes one clear message
+                raise describe_load_failure(model, error) from None
+        self._model.eval()
+        self.batch_size = batch_size
+        tokenizer = self._model.tokenizer
+        vocab = tokenizer.get_vocab()
+        self.vocab: list[str] = [""] * (max(vocab.values()) + 1 if vocab else 0)
+        for token, token_id in vocab.items():
+            self.vocab[token_id] = token
+        self.dimension = int(self._model.get_embedding_dimension() or len(self.vocab))
+        self.vocab_sha256 = hashlib.sha256("\n".join(self.vocab).encode("utf-8")).hexdigest()
+        self.max_tokens = int(self._model.max_seq_length or 512)
+        self.inference_free_queries = type(self._model[0]).__name__ == "Router"
+        self._fast = self._plain_splade()
+
+    def _plain_splade(self) -> bool:
+        """Whether the model is [MLM transformer, max-pooling SpladePooling with relu]: then encoding pools
+        the logits itself (max first, then log1p(relu): the same numbers, without transforming every
+        token's logits)."""
+        modules = list(self._model)
+        if len(modules) != 2 or type(modules[1]).__name__ != "SpladePooling":
+            return False
+        pooling = modules[1]
+        return getattr(pooling, "pooling_strategy", "") == "max" and getattr(pooling, "activation_function",
+                                                                              "") == "relu"
+
+    def config(self) -> dict[str, Any]:
+        return {"model": self.model_id, "vocab_size": len(self.vocab), "vocab_sha256": self.vocab_sha256,
+                "max_tokens": self.max_tokens, "inference_free_queries": self.inference_free_queries}
+
+    def token_lengths(self, texts: Sequence[str]) -> list[int]:
+        return [len(ids) for ids in self._model.tokenizer(list(texts), add_special_tokens=True, truncation=False,
+                                                          verbose=False)["input_ids"]]
+
+    def encode_queries(self, texts: Sequence[str]) -> Any:
+        return self._encode(list(texts), query=True)
+
+    def encode_docs(self, texts: Sequence[str], report: TruncationReport | None = None) -> Any:
+        if report is not None:
+            lengths = self.token_lengths(texts)
+            report.texts += len(lengths)
+            report.truncated += sum(1 for n in lengths if n > self.max_tokens)
+            report.longest_tokens = max([report.longest_tokens, *lengths])
+        return self._encode(list(texts), query=False)
+
+    def _encode(self, texts: list[str], query: bool) -> Any:
+        sparse = require("scipy", "dense", "SPLADE retrieval").sparse
+        if not texts:
+            return sparse.csr_matrix((0, self.dimension), dtype=np.float32)
+        order = np.argsort([-len(t) for t in texts], kind="stable")  # similar lengths share a batch
+        rows: list[Any] = [None] * len(texts)
+        torch = self._torch
+        with torch.inference_mode():
+            for start in range(0, len(texts), self.batch_size):
+                chosen = order[start:start + self.batch_size]
+                batch = [texts[i] for i in chosen]
+                if self._fast:
+                    weights = self._pool(batch)
+                else:
+                    encode = self._model.encode_query if query else self._model.encode_document
+                    weights = encode(batch, convert_to_tensor=True, show_progress_bar=False).to_dense()
+                matrix = sparse.csr_matrix(weights.float().cpu().numpy())
+                for position, i in enumerate(chosen):
+                    rows[i] = matrix[position]
+        return sparse.vstack(rows, format="csr").astype(np.float32)
+
+    def _pool(self, batch: list[str]) -> Any:
+        torch = self._torch
+        features = self._model.preprocess(batch)
+        features = {k: v.to(self._model.device) if hasattr(v, "to") else v for k, v in features.items()}
+        logits = self._model[0](features)["token_embeddings"]
+        mask = features["attention_mask"].unsqueeze(-1).bool()
+        best = logits.masked_fill(~mask, float("-inf")).amax(dim=1)
+        return torch.log1p(torch.relu(best))
+
+    def decode(self, row: Any, top_k: int = 20) -> list[tuple[str, float]]:
+        """The ``top_k`` heaviest terms of one encoded row (a 1 x vocab sparse matrix)."""
+        row = row.tocsr()
+        order = np.argsort(-row.data, kind="stable")[:top_k]
+        return [(self.vocab[row.indices[i]], float(row.data[i])) for i in order]
+
+
+MAX_LOADED_SPLADE = 4
+_SPLADE_ENCODERS: BoundedCache[str, SpladeEncoder] = BoundedCache(MAX_LOADED_SPLADE)
+
+
+def load_splade(model: str) -> SpladeEncoder:
+    """A process-wide, bounded cache: a SPLADE model is loaded once however many stages use it."""
+    return _SPLADE_ENCODERS.get_or_create(canonical_model_id(model), lambda: SpladeEncoder(model))

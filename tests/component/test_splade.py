@@ -1,0 +1,216 @@
+"""SPLADE: training mechanics, impacts in the index, the stage, live changes and bad inputs, on tiny models.
+
+The models are built here: a one-layer BERT with a tiny vocabulary (the words of the tiny collection)
+whose word embeddings are one-hot and whose other weights are near zero, so that its SPLADE weights are
+lexical (a text activates its own tokens) and the retrieval properties below are exact, not luck.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rankstack.errors import ModelLoadError, PipelineError, RankstackError
+from rankstack.index import Index
+from rankstack.index.live import IndexWriter
+from rankstack.stages import SearchContext, parse_pipeline
+from rankstack.types import Doc, Query
+from tests.conftest import TINY_DOCS, TINY_QUERIES
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+pytest.importorskip("sentence_transformers")
+
+
+def _vocabulary(extra: tuple[str, ...] = ()) -> list[str]:
+    words = {w for row in TINY_DOCS + TINY_QUERIES for w in re.findall(r"[a-z]+|[^\sa-z]", (row.get("title", "") + " "
+                                                                                             + row["text"]).lower())}
+    return ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *sorted(words | set(extra))]
+
+
+def _lexical_bert(directory: Path, extra: tuple[str, ...] = ()) -> Path:
+    """A plain BertModel checkpoint (no MLM head, like the bundled MiniLM) with one-hot word embeddings."""
+    vocab = _vocabulary(extra)
+    directory.mkdir(parents=True)
+    tokenizer = transformers.BertTokenizerFast(vocab={token: i for i, token in enumerate(vocab)}, do_lower_case=True)
+    hidden = 4 * ((len(vocab) + 8) // 4)
+    config = transformers.BertConfig(vocab_size=len(vocab), hidden_size=hidden, num_hidden_layers=1,
+                                     num_attention_heads=2, intermediate_size=16, max_position_embeddings=64,
+                                     initializer_range=1e-4)
+    torch.manual_seed(0)
+    model = transformers.BertModel(config)
+    with torch.no_grad():
+        model.embeddings.word_embeddings.weight.copy_(torch.eye(len(vocab), hidden) * 4.0)
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def splade_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from rankstack.train.sparse import build_splade_model
+
+    base = _lexical_bert(tmp_path_factory.mktemp("bert") / "base")
+    output = tmp_path_factory.mktemp("splade") / "model"
+    build_splade_model(str(base), max_length=32, head_bias=-1.0).save(str(output))
+    return output
+
+
+def _search(index: Index, pipeline: str, text: str, k: int = 10) -> list[str]:
+    parsed = parse_pipeline(pipeline, index)
+    parsed.prepare(None)
+    return [h.doc_id for h in (parsed % k).transform([Query("q", text)], context=SearchContext()).results["q"]]
+
+
+def test_the_lexical_model_activates_a_texts_own_terms(splade_dir: Path) -> None:
+    from rankstack.models.splade import SpladeEncoder
+
+    encoder = SpladeEncoder(str(splade_dir))
+    weights = encoder.encode_queries(["parrot feathers"])
+    terms = {t for t, _ in encoder.decode(weights[0], top_k=50)}
+    assert {"parrot", "feathers"} <= terms
+    assert "goldfish" not in terms and "dog" not in terms
+
+
+def test_stage_builds_impacts_on_first_use_and_ranks_the_matching_doc_first(tiny_index: Index,
+                                                                             splade_dir: Path) -> None:
+    pipeline = f"splade(model={splade_dir})"
+    assert _search(tiny_index, pipeline, "goldfish bowl")[0] == "d4"  # shares terms with d4 only
+    assert _search(tiny_index, pipeline, "parrot feathers")[0] == "d5"
+    entry = tiny_index.manifest["splade"][str(splade_dir)]
+    files = [f for f in tiny_index.manifest["files"] if f.startswith(entry["dir"] + "/")]
+    assert sorted(Path(f).name for f in files) == ["doc_indices.npy", "impacts.npy", "meta.json", "term_indptr.npy"]
+    reopened = Index.open(tiny_index.path)  # checksums verified
+    impacts = reopened.splade_impacts(str(splade_dir))
+    assert impacts is not None and impacts.matrix.shape[0] == reopened.num_docs
+    assert np.load(reopened.path / entry["dir"] / "impacts.npy").dtype == np.uint8
+    # The canonical string round-trips, and the stage fuses with BM25.
+    assert str(parse_pipeline(pipeline, tiny_index)) == pipeline
+    fused = f"linear(bm25,{pipeline},norm=zscore)"
+    canonical = str(parse_pipeline(fused, tiny_index))
+    assert pipeline in canonical and str(parse_pipeline(canonical, tiny_index)) == canonical
+    assert _search(tiny_index, fused, "parrot feathers")[0] == "d5"
+    from rankstack.serve.service import SearchService
+
+    service = SearchService.open(tiny_index)  # the service offers SPLADE once the index has impacts
+    assert pipeline in service.presets and service.pipeline(fused).search("parrot feathers")[0].doc_id == "d5"
+
+
+def test_quantised_scores_rank_as_the_float_weights_do(tiny_index: Index, splade_dir: Path) -> None:
+    from rankstack.models.splade import SpladeEncoder
+
+    encoder = SpladeEncoder(str(splade_dir))
+    view = tiny_index.view()
+    docs = view.get_docs(list(view.doc_id_array))
+    doc_weights = encoder.encode_docs([docs[d].contents for d in view.doc_id_array])
+    pipeline = parse_pipeline(f"splade(model={splade_dir})", tiny_index)
+    pipeline.prepare(None)
+    impacts = tiny_index.splade_impacts(str(splade_dir))
+    assert impacts is not None
+    for query in TINY_QUERIES:
+        query_weights = encoder.encode_queries([query["text"]])
+        exact = dict(zip(view.doc_id_array, np.asarray((doc_weights @ query_weights.T).todense()).ravel(),
+                         strict=True))
+        hits = pipeline.transform([Query("q", query["text"])], context=SearchContext()).results["q"]
+        quantised = {h.doc_id: h.score for h in hits}
+        assert set(quantised) == {d for d, score in exact.items() if score > 0}
+        # Each stored weight is off by at most half a step (a whole one when rounded up to 1).
+        bound = impacts.scale * float(query_weights.sum())
+        assert all(abs(quantised[d] - exact[d]) <= bound for d in quantised)
+        for a in quantised:  # pairs the rounding cannot swap keep their order
+            for b in quantised:
+                if exact[a] > exact[b] + 2 * bound:
+                    assert quantised[a] > quantised[b]
+        assert hits[0].doc_id == max(exact, key=lambda d: (exact[d], -int(view.doc_id_ranks[list(
+            view.doc_id_array).index(d)])))
+
+
+def test_live_additions_are_encoded_and_deletions_never_returned(tiny_index: Index, splade_dir: Path) -> None:
+    pipeline = f"splade(model={splade_dir})"
+    assert _search(tiny_index, pipeline, "parrot feathers")[0] == "d5"
+    with IndexWriter(tiny_index) as writer:
+        writer.add([Doc("d9", "parrot parrot feathers feathers bright parrots learn words", "Parrot feathers")])
+        writer.delete(["d5"])
+    hits = _search(tiny_index, pipeline, "parrot feathers")
+    assert hits[0] == "d9" and "d5" not in hits
+    assert _search(tiny_index, f"bm25%5>>{pipeline}", "parrot feathers")[0] == "d9"  # re-scoring sees it too
+    with IndexWriter(tiny_index) as writer:  # a compaction carries the impacts into the new segment
+        writer.compact()
+    impacts = tiny_index.splade_impacts(str(splade_dir))
+    assert impacts is not None and impacts.num_docs == tiny_index.segment.num_docs == tiny_index.num_docs
+    assert _search(tiny_index, pipeline, "parrot feathers") == hits
+
+
+def test_rescoring_without_stored_impacts_encodes_the_candidates(tiny_index: Index, splade_dir: Path) -> None:
+    hits = (parse_pipeline(f"bm25%5>>splade(model={splade_dir})", tiny_index)).search("loyal dogs")
+    assert hits[0].doc_id == "d2" and "splade" not in tiny_index.manifest
+
+
+def test_a_model_without_a_sparse_head_is_refused_with_the_fix(tiny_index: Index, tmp_path: Path) -> None:
+    bi_encoder = tmp_path / "bi-encoder"
+    bi_encoder.mkdir()
+    (bi_encoder / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]))
+    with pytest.raises(ModelLoadError, match="no sparse head.*rankstack train sparse"):
+        _search(tiny_index, f"splade(model={bi_encoder})", "cats")
+    with pytest.raises(PipelineError, match="splade needs a SPLADE model"):
+        parse_pipeline("splade", tiny_index)
+
+
+def test_missing_impacts_and_a_vocabulary_mismatch_name_the_fix(tiny_index: Index, splade_dir: Path,
+                                                                tmp_path: Path) -> None:
+    from rankstack.models.splade import SpladeEncoder
+    from rankstack.train.sparse import build_splade_model
+
+    with pytest.raises(RankstackError, match="no SPLADE impacts.*--sparse"):
+        parse_pipeline(f"splade(model={splade_dir})", tiny_index).search("cats")  # not prepared: nothing built
+    _search(tiny_index, f"splade(model={splade_dir})", "cats")
+    other_dir = tmp_path / "other"
+    build_splade_model(str(_lexical_bert(tmp_path / "other-base", extra=("zebra",))), 32, -1.0).save(str(other_dir))
+    impacts = tiny_index.splade_impacts(str(splade_dir))
+    assert impacts is not None
+    with pytest.raises(RankstackError, match="vocabulary.*rankstack index CORPUS"):
+        impacts.check_encoder(SpladeEncoder(str(other_dir)), tiny_index.path)
+
+
+def test_training_a_few_steps_saves_a_loadable_splade_model(tiny_beir: Path, tiny_index: Index,
+                                                            tmp_path: Path) -> None:
+    from rankstack.models.splade import SpladeEncoder
+    from rankstack.train.arguments import SparseTraining
+    from rankstack.train.sparse import train_sparse
+
+    base = _lexical_bert(tmp_path / "base")
+    output = tmp_path / "trained"
+    card = train_sparse(tiny_beir, output, tiny_index,
+                        SparseTraining(base=str(base), split="test", max_steps=2, batch_size=2, max_length=32,
+                                       dev_fraction=0.5, dev_depth=3, head_bias=-1.0, save_steps=1))
+    assert card["kind"] == "splade" and card["dev_ndcg@10"]["fine_tuned"] is not None
+    assert json.loads((output / "rankstack_training.json").read_text())["data"]["dev_queries"] >= 1
+    assert "SpladePooling" in (output / "modules.json").read_text()
+    assert not (tmp_path / ".trained.checkpoints").exists()
+    weights = SpladeEncoder(str(output)).encode_docs(["parrot feathers"])
+    assert weights.shape[0] == 1 and weights.nnz > 0
+
+
+def test_inference_free_queries_train_and_search_without_the_transformer(tiny_beir: Path, tiny_index: Index,
+                                                                         tmp_path: Path) -> None:
+    from rankstack.models.splade import SpladeEncoder
+    from rankstack.train.arguments import SparseTraining
+    from rankstack.train.sparse import train_sparse
+
+    output = tmp_path / "free"
+    card = train_sparse(tiny_beir, output, tiny_index,
+                        SparseTraining(base=str(_lexical_bert(tmp_path / "base")), split="test", max_steps=2,
+                                       batch_size=2, max_length=32, dev_fraction=0.5, dev_depth=3, head_bias=-1.0,
+                                       inference_free_queries=True))
+    assert card["parameters"]["inference_free_queries"] is True
+    encoder = SpladeEncoder(str(output))
+    assert encoder.inference_free_queries
+    weights = encoder.encode_queries(["parrot feathers"])
+    assert {t for t, _ in encoder.decode(weights[0])} >= {"parrot", "feathers"}  # the query's own tokens
+    assert _search(tiny_index, f"splade(model={output})", "parrot feathers")[0] == "d5"
