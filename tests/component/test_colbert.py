@@ -5,6 +5,7 @@ Models are tiny random-weight BERTs built here (seeded) with the bundled MiniLM'
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -151,3 +152,20 @@ def test_dimension_and_tokenizer_mismatches_name_the_fix(indexed: Index, tiny_co
             vectors.check_encoder(load_late_interaction(other), indexed.path)
         assert ("have dimension" in str(error.value)) == (name == "wider")
         assert ("another tokenizer" in str(error.value)) == (name != "wider")
+
+
+def test_two_training_steps_save_a_model_the_stage_loads(tiny_beir: Path, tiny_index: Index, tmp_path: Path) -> None:
+    from rankstack.train.arguments import LateInteractionTraining
+    from rankstack.train.late_interaction import train_late_interaction
+
+    output = tmp_path / "trained"
+    args = LateInteractionTraining(base=str(_tiny_bert(tmp_path)), dimension=16, query_tokens=16, document_tokens=64,
+                                   split="test", negatives=1, batch_size=2, max_steps=2, dev_fraction=0.5,
+                                   device="cpu")
+    card = train_late_interaction(tiny_beir, output, tiny_index, args)
+    assert card["kind"] == "late-interaction" and card["kept"] in ("fine-tuned", "base")
+    assert json.loads((output / "rankstack_training.json").read_text())["model"]["dimension"] == 16
+    assert card["dev_ndcg@10"]["fine_tuned"] is not None
+    hits = parse_pipeline(f"bm25%5>>colbert(model={output})", tiny_index).search("parrot feathers")
+    candidates = parse_pipeline("bm25%5", tiny_index).search("parrot feathers")
+    assert {h.doc_id for h in hits} == {h.doc_id for h in candidates}
