@@ -169,3 +169,19 @@ def test_two_training_steps_save_a_model_the_stage_loads(tiny_beir: Path, tiny_i
     hits = parse_pipeline(f"bm25%5>>colbert(model={output})", tiny_index).search("parrot feathers")
     candidates = parse_pipeline("bm25%5", tiny_index).search("parrot feathers")
     assert {h.doc_id for h in hits} == {h.doc_id for h in candidates}
+
+
+def test_index_command_adds_token_vectors_to_an_existing_index(tiny_beir: Path, tiny_colbert: str,
+                                                               tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from rankstack.cli import app
+
+    runner = CliRunner()
+    assert runner.invoke(app, ["index", str(tiny_beir), "-o", str(tmp_path / "idx")]).exit_code == 0
+    result = runner.invoke(app, ["index", str(tiny_beir), "-o", str(tmp_path / "idx"), "--late-interaction",
+                                 tiny_colbert])
+    assert result.exit_code == 0, result.output
+    assert "16 bytes per token" in result.output
+    opened = Index.open(tmp_path / "idx")
+    assert parse_pipeline(f"colbert(model={tiny_colbert})", opened).search("parrot feathers")

@@ -148,7 +148,7 @@ class LateInteractionTraining:
     negatives: int = 3
     teacher: str | None = None
     distil_weight: float = 1.0
-    dev_first_stage: str = "bm25%100"
+    dev_first_stage: str = "bm25%30"
     dev_fraction: float = 0.1
     seed: int = 42
     """Data: the qrels split, the first stage mining ``negatives`` hard negatives per positive, an optional
