@@ -112,6 +112,7 @@ def _examples(dataset: BeirDataset, index: Index, args: LateInteractionTraining)
                          dev_fraction=args.dev_fraction, seed=args.seed)
     logger.info("training data: %s", data.to_json())
     if args.max_steps > 0 and len(data.examples) > args.max_steps * args.batch_size:
+        data.skipped["examples_beyond_max_steps"] = len(data.examples) - args.max_steps * args.batch_size
         data.examples = random.Random(args.seed).sample(data.examples, args.max_steps * args.batch_size)
     return data, dev_qrels(dataset, args.split, data.dev_queries)
 
