@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,14 +35,18 @@ def index(
     hnsw_ef_construction: Annotated[int, typer.Option(help="HNSW efConstruction.")] = 200,
     sparse: Annotated[str | None, typer.Option("--sparse", help="Also encode SPLADE impacts with this model "
                                                "(rankstack train sparse), to an existing index too.")] = None,
+    late_interaction: Annotated[str | None, typer.Option(
+        "--late-interaction", help="Also store token vectors of this late-interaction model (resumable).")] = None,
+    token_storage: Annotated[str, typer.Option(help="Token vector storage: int8 (1 byte per dimension), float16 "
+                                               "or float32.")] = "int8",
     ray: RayOption = None,
     ray_workers: RayWorkersOption = None,
 ) -> None:
-    """Build an index directory from a corpus; --dense adds vectors (to an existing index too)."""
+    """Build an index directory from a corpus; --dense and --late-interaction add vectors (to an existing index too)."""
     from rankstack.index import Index, build_index
 
     started = time.perf_counter()
-    if not ((dense or sparse) and output.exists() and not overwrite):
+    if not ((dense or sparse or late_interaction) and output.exists() and not overwrite):
         with progress_bar(f"indexing {corpus.name}") as advance:
             build_index(corpus, output, overwrite=overwrite, progress=advance,
                         ignore_identical_ids=ignore_identical_ids)
@@ -63,6 +68,8 @@ def index(
                      f"{time.perf_counter() - started:.1f} s")
     if sparse:
         _add_splade(opened, sparse)
+    if late_interaction:
+        _add_token_vectors(opened, late_interaction, token_storage)
 
 
 def _add_splade(opened: Any, model: str) -> None:
@@ -79,6 +86,20 @@ def _add_splade(opened: Any, model: str) -> None:
     stored = sum(f.stat().st_size for f in final.iterdir())
     stderr.print(f"added SPLADE impacts for {rows:,} documents ({meta['postings'] / max(rows, 1):.1f} terms per "
                  f"document, {stored:,} bytes) in {time.perf_counter() - started:.1f} s")
+
+
+def _add_token_vectors(opened: Any, model: str, storage: str) -> None:
+    from rankstack.index.token_vectors import build_token_vectors
+    from rankstack.models.late_interaction import load_late_interaction
+
+    encoder = load_late_interaction(model)
+    started = time.perf_counter()
+    with progress_bar(f"token vectors of {model}", total=opened.num_docs) as advance:
+        final = build_token_vectors(opened, encoder, storage, progress=advance)
+    meta = json.loads((final / "meta.json").read_text(encoding="utf-8"))
+    stderr.print(f"added {meta['tokens']:,} {encoder.dimension}-d token vectors ({storage}, "
+                 f"{meta['bytes_per_token']} bytes per token, {meta['tokens'] / max(1, meta['docs']):.0f} tokens "
+                 f"per document) in {time.perf_counter() - started:.1f} s")
 
 
 def _open_pipeline(index_dir: Path, pipeline: str):  # noqa: ANN202 - returns (Index, Pipeline)

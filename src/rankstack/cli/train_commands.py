@@ -125,6 +125,43 @@ def train_sparse_command(
                  f"{card['dev_ndcg@10']}; active terms per document {card['active_terms_per_doc']}")
 
 
+@train_app.command("late-interaction")
+def train_late_interaction_command(
+    dataset: Annotated[Path, typer.Argument(help="BEIR directory with qrels for the training split.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Directory for the trained model.")],
+    base: Annotated[str, typer.Option(help="Starting transformer: local path or Hugging Face id.")] = "default",
+    dimension: Annotated[int, typer.Option(min=8, help="Token vector dimension (64: 64 bytes per stored token).")]
+    = 64,
+    query_tokens: Annotated[int, typer.Option(min=4, help="Query width; short queries are padded with [MASK] "
+                                              "tokens (query augmentation).")] = 32,
+    document_tokens: Annotated[int, typer.Option(min=8, help="Longest document, in tokens.")] = 180,
+    split: Annotated[str, typer.Option(help="Qrels split to train on.")] = "train",
+    epochs: Annotated[int, typer.Option(min=1)] = 1,
+    batch_size: Annotated[int, typer.Option(min=2)] = 16,
+    learning_rate: Annotated[float, typer.Option()] = 3e-5,
+    negatives: Annotated[int, typer.Option(min=1, help="Mined hard negatives per positive.")] = 3,
+    teacher: Annotated[str | None, typer.Option(help="Cross-encoder whose score margins are distilled too.")] = None,
+    distil_weight: Annotated[float, typer.Option(min=0.0, help="Weight of the teacher's margins next to the "
+                                                 "contrastive loss.")] = 1.0,
+    seed: Annotated[int, typer.Option()] = 42,
+    miner: Annotated[str, typer.Option(help="Pipeline that mines hard negatives.")] = "bm25%30",
+    max_steps: Annotated[int, typer.Option(help="Stop after this many steps (-1: all epochs).")] = -1,
+    device: Annotated[str, typer.Option(help="auto (a GPU when torch sees one), cpu or cuda.")] = "auto",
+) -> None:
+    """Train a late-interaction (ColBERT) model for colbert(model=DIR); resumes from checkpoints if interrupted."""
+    from rankstack.train.arguments import LateInteractionTraining
+    from rankstack.train.late_interaction import train_late_interaction
+
+    args = LateInteractionTraining(base=base, dimension=dimension, query_tokens=query_tokens,
+                                   document_tokens=document_tokens, split=split, epochs=epochs,
+                                   batch_size=batch_size, learning_rate=learning_rate, negatives=negatives,
+                                   teacher=teacher, distil_weight=distil_weight, seed=seed, miner=miner,
+                                   max_steps=max_steps, device=device)
+    card = train_late_interaction(dataset_dir=dataset, output=output, index=_mining_index(dataset), args=args)
+    stderr.print(f"saved {card['kept']} model to {output} in {card['train_seconds']:.0f} s; dev nDCG@10 "
+                 f"{card['dev_ndcg@10']}")
+
+
 @train_app.command("distil")
 def train_distil_command(
     teacher: Annotated[str, typer.Argument(help="Trained cross-encoder to compress: local path or Hugging Face id.")],

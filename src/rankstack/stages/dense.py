@@ -10,6 +10,7 @@ import numpy as np
 
 from rankstack.errors import PipelineError, RankstackError
 from rankstack.models.hardware import check_runtime_options
+from rankstack.models.late_interaction import refuse_late_interaction
 from rankstack.models.loading import canonical_model_id
 from rankstack.ranking import top_rows
 from rankstack.stages.base import DEFAULT_RETRIEVAL_DEPTH, ProgressFactory, SearchContext, Stage
@@ -44,6 +45,7 @@ class Dense(Stage):
             raise PipelineError(f"dense: search must be one of {', '.join(_SEARCH_METHODS)}, got '{search}'")
         if ef_search < 1:
             raise PipelineError(f"dense: ef_search must be positive, got {ef_search}")
+        refuse_late_interaction(model, "dense")
         self.index = index
         self.model = canonical_model_id(model)
         self.precision = precision

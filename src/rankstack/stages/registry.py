@@ -51,7 +51,7 @@ def stage_factory(name: str) -> StageFactory:
 
 def _load_builtin_stages() -> None:
     # Imported on first use, not at package import, so stages with heavy dependencies stay lazy.
-    from rankstack.stages import bm25, dense, from_run, fusion, passages, prf, rerank, splade  # noqa: F401
+    from rankstack.stages import bm25, colbert, dense, from_run, fusion, passages, prf, rerank, splade  # noqa: F401
 
 
 def coerce_params(stage: str, given: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:

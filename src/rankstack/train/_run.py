@@ -11,7 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from rankstack.models.hardware import training_runtime
-from rankstack.train.arguments import BiEncoderTraining, CrossEncoderTraining, DistillationTraining, SparseTraining
+from rankstack.train.arguments import (
+    BiEncoderTraining,
+    CrossEncoderTraining,
+    DistillationTraining,
+    LateInteractionTraining,
+    SparseTraining,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +61,7 @@ def save_with_card(model: Any, output: Path, card: dict[str, Any]) -> None:
 
 
 def trainer_arguments(checkpoints: Path, args: BiEncoderTraining | CrossEncoderTraining | DistillationTraining
-                      | SparseTraining) -> dict[str, Any]:
+                      | SparseTraining | LateInteractionTraining) -> dict[str, Any]:
     """Keyword arguments shared by every trainer: seeded, on the device and in the precision
     ``training_runtime`` gives for the arguments, checkpoints every ``save_steps`` (two kept)."""
     runtime = training_runtime(getattr(args, "precision", "auto"), getattr(args, "device", "auto"))

@@ -163,3 +163,36 @@ class SparseTraining:
     static_learning_rate: float = 1e-3
     """Queries weighed by a static table of token weights (no transformer at query time; no query
     regulariser), learnt at ``static_learning_rate``."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class LateInteractionTraining:
+    """Arguments of :func:`rankstack.train.late_interaction.train_late_interaction`."""
+
+    base: str = "default"
+    dimension: int = 64
+    query_tokens: int = 32
+    document_tokens: int = 180
+    """The starting transformer (local path or Hugging Face id), the token projection's dimension (64: 64 bytes
+    per stored token in int8), the query width (short queries padded with [MASK] tokens: query augmentation)
+    and the longest document in tokens."""
+    split: str = "train"
+    miner: str = "bm25%30"
+    negatives: int = 3
+    teacher: str | None = None
+    distil_weight: float = 1.0
+    dev_first_stage: str = "bm25%30"
+    dev_fraction: float = 0.1
+    seed: int = 42
+    """Data: the qrels split, the first stage mining ``negatives`` hard negatives per positive, an optional
+    cross-encoder ``teacher`` whose score margins are distilled (weighted ``distil_weight`` next to the
+    contrastive loss), the first stage whose dev candidates the model reranks for selection, the share of
+    queries held out for dev, the seed (data draw, projection and training)."""
+    epochs: int = 1
+    batch_size: int = 16
+    learning_rate: float = 3e-5
+    max_steps: int = -1
+    save_steps: int = 50
+    device: str = "auto"
+    """Optimisation: ``max_steps`` -1 runs every epoch; a checkpoint every ``save_steps`` steps; the device
+    (``auto``: the GPU when torch sees one)."""
