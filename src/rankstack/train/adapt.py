@@ -131,9 +131,9 @@ def resolve_teacher(teacher: str | None) -> tuple[str, str]:
             return _cached_location(location) or location, "--teacher"
         return location, "--teacher"
     for candidate in TEACHER_CANDIDATES:
-        location = _cached_location(candidate)
-        if location:
-            return location, f"default: {candidate} from the local Hugging Face cache"
+        cached = _cached_location(candidate)
+        if cached:
+            return cached, f"default: {candidate} from the local Hugging Face cache"
     raise AdaptError("no teacher cross-encoder is available offline. Pass --teacher DIR_OR_ID: a cross-encoder "
                      "directory (for example one trained with `rankstack train cross-encoder DATASET -o DIR`), or "
                      f"download one once with `huggingface-cli download {TEACHER_CANDIDATES[-1]}` and run again")
