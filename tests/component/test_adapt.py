@@ -23,6 +23,7 @@ from rankstack.stages import parse_pipeline  # noqa: E402
 from rankstack.train import self_check as self_check_module  # noqa: E402
 from rankstack.train import teachers  # noqa: E402
 from rankstack.train.adapt import AdaptError, AdaptSettings, adapt, parse_budget  # noqa: E402
+from rankstack.train.adapt_lists import make_queries  # noqa: E402
 from rankstack.train.generators import EndpointGenerator, GeneratorError, load_generator  # noqa: E402
 from rankstack.train.pseudo_queries import make_pseudo_queries, words  # noqa: E402
 from rankstack.train.self_check import teacher_grades  # noqa: E402
@@ -207,6 +208,10 @@ def test_bad_inputs_say_what_to_fix(models: dict[str, str], tmp_path: Path, corp
     empty_index.close()
     with pytest.raises(ModelLoadError, match=r"config.json: teacher .* is a bi-encoder .* needs a cross-encoder"):
         adapt(corpus, tmp_path / "o3", _settings(models, teacher=models["bi"]), index=index)
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "notes.txt").write_text("mine")
+    with pytest.raises(AdaptError, match="taken exists and is not the output of an earlier adapt run"):
+        adapt(corpus, tmp_path / "taken", _settings(models), index=index)
     with pytest.raises(AdaptError, match="too short"):
         adapt(corpus, tmp_path / "o4", _settings(models, budget_seconds=1.0), index=index)
     assert not (tmp_path / "o4").exists()
@@ -225,9 +230,12 @@ def test_without_a_teacher_the_default_is_looked_up_offline_and_its_absence_expl
 
 def test_a_local_seq2seq_generator_writes_one_query_per_document(models: dict[str, str]) -> None:
     docs = [Doc(r["_id"], r["text"], r["title"]) for r in _corpus(4)]
+    by_id = {d.doc_id: d for d in docs}
     generate = load_generator(models["t5"])
-    queries = make_pseudo_queries(docs, "generated", generate=generate)
-    assert len(generate(docs)) == 4 and all(q.source == "generated" for q in queries)
+    assert len(generate(docs)) == 4
+    queries = make_queries(docs, AdaptSettings(generator=models["t5"], queries=3))  # as adapt makes them
+    assert len(queries) <= 3 and all(q.source == "generated" and q.document == by_id[q.doc_id].contents
+                                     for q in queries)
     with pytest.raises(GeneratorError, match="not an encoder-decoder"):
         load_generator(models["cross"])
 

@@ -147,6 +147,9 @@ def adapt(corpus: str | Path, output: str | Path, settings: AdaptSettings, *, in
     from rankstack.models.cross_heads import build_segment_cross_encoder
 
     run = _Run(settings, corpus, Path(output).resolve())
+    if run.output.is_dir() and any(run.output.iterdir()) and not (run.output / CARD).is_file():
+        raise AdaptError(f"{run.output} exists and is not the output of an earlier adapt run (no {CARD}); "
+                         "it would be replaced, so give -o a new or empty directory")
     if not settings.generator:
         check_source(settings.source)
     hybrid_pipeline(settings.hybrid, settings.base)  # refuses an unknown hybrid before any work
