@@ -10,7 +10,7 @@ import sys
 from rich.markup import escape
 
 from rankstack._console import stderr
-from rankstack.cli import live_commands, search_commands, serve_commands  # noqa: F401 - registers commands
+from rankstack.cli import adapt_commands, live_commands, search_commands, serve_commands  # noqa: F401 - registers commands
 from rankstack.cli._app import app
 from rankstack.cli.train_commands import train_app
 from rankstack.errors import RankstackError, exit_code_for

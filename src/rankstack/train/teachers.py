@@ -1,0 +1,82 @@
+"""The teacher of ``rankstack adapt``: which cross-encoder, found offline, checked to be one, and its scores."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rankstack.errors import ModelLoadError
+from rankstack.models.loading import SPLIT_CONFIG, resolve_model_location
+from rankstack.train.adapt_settings import AdaptError
+
+# Teachers tried, best first, when --teacher is not given: only ones already on disk (the Hugging Face
+# cache) are used, so the default never reaches the network.
+TEACHER_CANDIDATES = ("BAAI/bge-reranker-base", "cross-encoder/ms-marco-MiniLM-L12-v2",
+                      "cross-encoder/ms-marco-MiniLM-L6-v2")
+
+
+def _cached_location(model_id: str) -> str | None:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return None
+    found = try_to_load_from_cache(model_id, "config.json")
+    return str(Path(found).parent) if isinstance(found, str) else None
+
+
+def resolve_teacher(teacher: str | None) -> tuple[str, str]:
+    """(location, how it was found). None tries TEACHER_CANDIDATES in the local Hugging Face cache only."""
+    if teacher:
+        location = resolve_model_location(teacher)
+        if not Path(location).is_dir():
+            return _cached_location(location) or location, "--teacher"
+        return location, "--teacher"
+    for candidate in TEACHER_CANDIDATES:
+        cached = _cached_location(candidate)
+        if cached:
+            return cached, f"default: {candidate} from the local Hugging Face cache"
+    raise AdaptError("no teacher cross-encoder is available offline. Pass --teacher DIR_OR_ID: a cross-encoder "
+                     "directory (for example one trained with `rankstack train cross-encoder DATASET -o DIR`), or "
+                     f"download one once with `huggingface-cli download {TEACHER_CANDIDATES[-1]}` and run again")
+
+
+def check_cross_encoder(location: str, name: str) -> None:
+    """Refuse a model directory that is not a cross-encoder (a bi-encoder, a seq2seq model ...), naming the file."""
+    root = Path(location)
+    if not root.is_dir():
+        return  # a hub id not in the cache: the loader says what is wrong
+    if (root / SPLIT_CONFIG).is_file():
+        return
+    settings = root / "config_sentence_transformers.json"
+    if settings.is_file() and json.loads(settings.read_text(encoding="utf-8")).get("model_type") == "CrossEncoder":
+        return
+    config = root / "config.json"
+    architectures = json.loads(config.read_text(encoding="utf-8")).get("architectures") or [] \
+        if config.is_file() else []
+    if any(str(a).endswith("ForSequenceClassification") for a in architectures):
+        return
+    modules = root / "modules.json"
+    what = "a bi-encoder (sentence embedding model)" if modules.is_file() and "Pooling" in modules.read_text(
+        encoding="utf-8") else "not a cross-encoder"
+    raise ModelLoadError(f"{config if config.is_file() else root}: teacher {name} is {what}; --teacher needs a "
+                         "cross-encoder that scores (query, document) pairs, such as one trained with "
+                         "`rankstack train cross-encoder` or a Hugging Face cross-encoder/... model")
+
+
+def score_pairs(model: Any, pairs: list[tuple[str, str]], batch_size: int = 32,
+                 advance: Callable[[int], None] | None = None) -> np.ndarray:
+    import torch
+
+    scores = []
+    for start in range(0, len(pairs), batch_size):
+        batch = pairs[start:start + batch_size]
+        predicted = model.predict(batch, batch_size=batch_size, show_progress_bar=False, convert_to_numpy=True,
+                                  activation_fn=torch.nn.Identity())
+        scores.append(np.asarray(predicted, dtype=np.float32).reshape(len(batch), -1)[:, -1])
+        if advance:
+            advance(len(batch))
+    return np.concatenate(scores) if scores else np.zeros(0, dtype=np.float32)
