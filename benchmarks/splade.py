@@ -148,6 +148,13 @@ def main() -> None:
                    "query_score_ms": round(score_ms, 2), "test_ndcg@10": test_scores[splade],
                    "dev_ndcg@10": dev_scores[splade]},
     }
+    def label(pipeline: str) -> str:  # the results name the model by its training card, not its folder
+        return pipeline.replace(encoder.model_id, "MODEL")
+
+    dev_scores = {label(p): score for p, score in dev_scores.items()}
+    test_scores = {label(p): score for p, score in test_scores.items()}
+    best_with, best_without, splade = label(best_with), label(best_without), label(splade)
+    with_splade, without = [label(p) for p in with_splade], [label(p) for p in without]
     output = write_result(
         "splade", variant=args.variant,
         settings={"data": args.data.name, "dev_queries": len(dev), "test_queries": len(test),
