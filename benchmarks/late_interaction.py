@@ -12,6 +12,7 @@ queries, model loaded and warmed up). Results go to results/late_interaction_<cp
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import tempfile
 import time
@@ -61,6 +62,17 @@ def measure(index: Index, pipeline: str, dataset: BeirDataset, split: str) -> di
             "queries": len(queries)}
 
 
+def describe(model: str) -> dict[str, Any]:
+    """The model by its training card (no machine paths in results)."""
+    card_path = Path(model) / "rankstack_training.json"
+    if not card_path.is_file():
+        return {"name": Path(model).name}
+    card = json.loads(card_path.read_text(encoding="utf-8"))
+    return {"kind": card.get("kind"), "base": card.get("base"), "teacher": card.get("teacher") is not None,
+            "model": card.get("model"), "parameters": card.get("parameters"), "data": card.get("data"),
+            "dev_ndcg@10": card.get("dev_ndcg@10")}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("model")
@@ -94,7 +106,7 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
     print("bm25", systems["bm25"])
     path = write_result("late_interaction", variant=f"scifact_{args.split}",
-                        settings={"dataset": "scifact", "split": args.split, "model": str(args.model),
+                        settings={"dataset": "scifact", "split": args.split, "model": describe(args.model),
                                   "encode_seconds": round(encode_seconds, 1), "documents": int(len(lengths))},
                         systems=systems, ratios={}, targets={"first_stage_nDCG@10": 0.70},
                         targets_met={"first_stage_nDCG@10": bool(
