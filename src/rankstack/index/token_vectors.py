@@ -166,13 +166,15 @@ class TokenVectors:
         """Token rows ``start:stop`` as float32."""
         block = np.asarray(self.tokens[start:stop])
         if self.scales is not None:
-            return block.astype(np.float32) * self.scales
+            scaled: np.ndarray = block.astype(np.float32) * self.scales
+            return scaled
         return block.astype(np.float32)
 
     def compress_like(self, tokens: np.ndarray) -> np.ndarray:
         """``tokens`` (encoded now) as they would read back from this storage."""
         if self.scales is not None:
-            return np.clip(np.rint(tokens / self.scales), -127, 127).astype(np.float32) * self.scales
+            rounded: np.ndarray = np.clip(np.rint(tokens / self.scales), -127, 127).astype(np.float32) * self.scales
+            return rounded
         return tokens.astype(self.tokens.dtype).astype(np.float32)
 
     def rows(self, rows: Sequence[int]) -> list[np.ndarray]:
@@ -219,8 +221,9 @@ def maxsim(query: np.ndarray, documents: Sequence[np.ndarray]) -> np.ndarray:
     offsets = np.concatenate([[0], np.cumsum([len(d) for d in documents])]).astype(np.int64)
     dimension = query.shape[1]
     tokens = np.concatenate(documents) if documents else np.zeros((0, dimension), dtype=np.float32)
-    return maxsim_block(query.astype(np.float32), np.zeros(1, dtype=np.int64), tokens.astype(np.float32),
-                        offsets)[0]
+    scores: np.ndarray = maxsim_block(query.astype(np.float32), np.zeros(1, dtype=np.int64),
+                                      tokens.astype(np.float32), offsets)[0]
+    return scores
 
 
 _LOADED: BoundedCache[tuple[str, int, str], TokenVectors] = BoundedCache(4)

@@ -119,7 +119,8 @@ class Dense(Stage):
             return self._encode_candidates(view, doc_ids)
         stored.check_encoder(self.encoder)
         positions = view.doc_positions
-        return view.dense_rows(stored, [positions[d] for d in doc_ids])
+        rows: np.ndarray = view.dense_rows(stored, [positions[d] for d in doc_ids])
+        return rows
 
     def _vectors(self) -> DenseVectors:
         vectors: DenseVectors | None = self.index.dense_vectors(self.model, self.encoder.precision)
