@@ -305,7 +305,7 @@ def test_an_interrupted_run_resumes_without_relabelling(models: dict[str, str], 
 def test_the_command_prints_a_pipeline_that_eval_runs(models: dict[str, str], tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch,
                                                       capsys: pytest.CaptureFixture[str]) -> None:
-    from rankstack.cli import main
+    from tests.unit.test_cli import invoke
 
     monkeypatch.setenv("RANKSTACK_CACHE", str(tmp_path / "cache"))
     dataset = _write_corpus(tmp_path / "notes", _corpus(220))
@@ -314,14 +314,7 @@ def test_the_command_prints_a_pipeline_that_eval_runs(models: dict[str, str], tm
     (dataset / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\tdoc0\t1\n", encoding="utf-8")
 
     def run(*args: str) -> tuple[int, str, str]:
-        monkeypatch.setattr("sys.argv", ["rankstack", *args])
-        try:
-            main()
-            code = 0
-        except SystemExit as exit_:
-            code = int(exit_.code or 0)
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
+        return invoke(list(args), monkeypatch, capsys)  # the CLI tests' helper: errors take main()'s path
 
     common = ["--base", models["bi"], "--queries", "40", "--depth", "5", "--negatives", "1", "--batch-size", "16"]
     code, _, err = run("adapt", str(dataset), "-o", str(tmp_path / "bad"), "--teacher", models["bi"], *common)
