@@ -44,14 +44,31 @@ def train_bi_encoder_command(
     miner: Annotated[str, typer.Option(help="Pipeline that mines hard negatives.")] = "bm25%30",
     max_steps: Annotated[int, typer.Option(help="Stop after this many steps (-1: all epochs).")] = -1,
     device: Annotated[str, typer.Option(help="auto (a GPU when torch sees one), cpu or cuda.")] = "auto",
+    teacher: Annotated[str | None, typer.Option(help="Cross-encoder whose score margins are distilled "
+                                                "(Margin-MSE): a directory from `rankstack train cross-encoder` "
+                                                "or a Hugging Face id.")] = None,
+    negatives: Annotated[int, typer.Option(min=1, help="Mined hard negatives per positive.")] = 1,
+    pseudo_queries: Annotated[int, typer.Option(min=0, help="With --teacher, also train on this many unlabelled "
+                                                "lists: sampled documents' titles as queries, labelled by the "
+                                                "teacher.")] = 0,
+    distil_weight: Annotated[float, typer.Option(min=0.0, help="Weight of the teacher's margins next to the "
+                                                 "contrastive loss.")] = 1.0,
 ) -> None:
-    """Fine-tune a bi-encoder (in-batch + mined hard negatives); resumes from checkpoints if interrupted."""
+    """Fine-tune a bi-encoder (in-batch + mined hard negatives, distilled from a cross-encoder with --teacher);
+    resumes from checkpoints if interrupted."""
+    from rankstack._console import ProgressBars
     from rankstack.train.arguments import BiEncoderTraining
     from rankstack.train.bi_encoder import train_bi_encoder
 
+    if pseudo_queries and not teacher:
+        raise typer.BadParameter("unlabelled lists need a teacher to label them; add --teacher CROSS_ENCODER_DIR",
+                                 param_hint="--pseudo-queries")
     args = BiEncoderTraining(base=base, split=split, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
-                             seed=seed, miner=miner, max_steps=max_steps, device=device)
-    card = train_bi_encoder(dataset_dir=dataset, output=output, index=_mining_index(dataset), args=args)
+                             seed=seed, miner=miner, max_steps=max_steps, device=device, teacher=teacher,
+                             negatives=negatives, pseudo_queries=pseudo_queries, distil_weight=distil_weight)
+    index = _mining_index(dataset)
+    with ProgressBars() as bars:
+        card = train_bi_encoder(dataset_dir=dataset, output=output, index=index, args=args, progress=bars)
     stderr.print(f"saved {card['kept']} model to {output} in {card['train_seconds']:.0f} s; dev nDCG@10 "
                  f"{card['dev_ndcg@10']}")
 

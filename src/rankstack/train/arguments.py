@@ -21,6 +21,14 @@ class BiEncoderTraining:
     seed: int = 42
     """Data: the qrels split trained on, the first stage mining hard negatives, the share of its queries
     held out for model selection and the seed of that draw (and of training)."""
+    teacher: str | None = None
+    negatives: int = 1
+    pseudo_queries: int = 0
+    distil_weight: float = 1.0
+    """Distillation (Margin-MSE, Hofstätter et al., 2020): a cross-encoder ``teacher`` scores each positive
+    and its ``negatives`` mined negatives, and the model learns those score margins (weighted
+    ``distil_weight``) next to the contrastive loss; ``pseudo_queries`` unlabelled lists (documents' titles
+    as queries, their own document first) are added, labelled by the teacher alone."""
     epochs: int = 1
     batch_size: int = 32
     learning_rate: float = 2e-5

@@ -27,7 +27,7 @@ from rankstack.index.token_vectors import maxsim
 from rankstack.io import BeirDataset
 from rankstack.models.hardware import training_runtime
 from rankstack.models.late_interaction import build_late_interaction_model
-from rankstack.models.loading import canonical_model_id, require, resolve_model_location
+from rankstack.models.loading import canonical_model_id, require
 from rankstack.stages import SearchContext, parse_pipeline
 from rankstack.stages.base import candidate_texts
 from rankstack.train._run import (
@@ -40,6 +40,7 @@ from rankstack.train._run import (
 )
 from rankstack.train.arguments import LateInteractionTraining
 from rankstack.train.data import dev_qrels, mine_examples
+from rankstack.train.teachers import teacher_scores
 from rankstack.types import Query, Run
 
 logger = logging.getLogger(__name__)
@@ -67,18 +68,6 @@ def dev_reranking(index: Index, queries: list[Query], qrels: list[Any], first_st
         return evaluate(Run.from_scores(scores), qrels, ["nDCG@10"]).aggregate["nDCG@10"]
 
     return ndcg
-
-
-def teacher_scores(teacher: str, examples: list[tuple[str, str, tuple[str, ...]]], device: str) -> list[list[float]]:
-    """The teacher cross-encoder's score of the positive and of each negative, for every example."""
-    from rankstack.models.cross_heads import load_cross_encoder
-
-    model = load_cross_encoder(str(resolve_model_location(teacher)), None, device)
-    pairs = [(query, document) for query, positive, negatives in examples for document in (positive, *negatives)]
-    predicted = model.predict(pairs, batch_size=32, show_progress_bar=False, convert_to_numpy=True)
-    flat = predicted.reshape(len(pairs), -1)[:, -1].tolist()
-    width = 1 + (len(examples[0][2]) if examples else 0)
-    return [flat[i * width:(i + 1) * width] for i in range(len(examples))]
 
 
 def _loss(model: Any, distil_weight: float, with_teacher: bool) -> Any:

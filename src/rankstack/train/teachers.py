@@ -1,4 +1,5 @@
-"""The teacher of ``rankstack adapt``: which cross-encoder, found offline, checked to be one, and its scores."""
+"""Teachers for distillation (``rankstack adapt``, ``train bi-encoder --teacher``, ``train late-interaction
+--teacher``): which cross-encoder, found offline, checked to be one, and its scores."""
 
 from __future__ import annotations
 
@@ -80,3 +81,25 @@ def score_pairs(model: Any, pairs: list[tuple[str, str]], batch_size: int = 32,
         if advance:
             advance(len(batch))
     return np.concatenate(scores) if scores else np.zeros(0, dtype=np.float32)
+
+
+def teacher_scores(teacher: str, examples: list[tuple[str, str, tuple[str, ...]]], device: str = "cpu", *,
+                   raw: bool = False, advance: Callable[[int], None] | None = None) -> list[list[float]]:
+    """The teacher cross-encoder's score of the positive and of each negative, for every (query, positive,
+    negatives) example. ``raw`` gives the model's logits (what Margin-MSE fits); otherwise the scores pass
+    through the model's own activation, as ``CrossEncoder.predict`` gives them."""
+    from rankstack.models.cross_heads import load_cross_encoder
+
+    location = resolve_model_location(teacher)
+    check_cross_encoder(location, teacher)
+    model = load_cross_encoder(str(location), None, device)
+    pairs = [(query, document) for query, positive, negatives in examples for document in (positive, *negatives)]
+    if raw:
+        flat = score_pairs(model, pairs, batch_size=32, advance=advance).tolist()
+    else:
+        predicted = model.predict(pairs, batch_size=32, show_progress_bar=False, convert_to_numpy=True)
+        flat = np.asarray(predicted).reshape(len(pairs), -1)[:, -1].tolist()
+        if advance:
+            advance(len(pairs))
+    width = 1 + (len(examples[0][2]) if examples else 0)
+    return [flat[i * width:(i + 1) * width] for i in range(len(examples))]
