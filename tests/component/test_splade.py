@@ -214,3 +214,67 @@ def test_inference_free_queries_train_and_search_without_the_transformer(tiny_be
     weights = encoder.encode_queries(["parrot feathers"])
     assert {t for t, _ in encoder.decode(weights[0])} >= {"parrot", "feathers"}  # the query's own tokens
     assert _search(tiny_index, f"splade(model={output})", "parrot feathers")[0] == "d5"
+
+
+def test_an_interrupted_impact_build_resumes_without_encoding_finished_chunks(tiny_index: Index,
+                                                                              splade_dir: Path) -> None:
+    from rankstack.index.splade import SpladeImpacts, build_splade
+    from rankstack.models.splade import SpladeEncoder
+
+    class Counting(SpladeEncoder):
+        encoded: list[int] = []
+        stop_after: int | None = None
+
+        def encode_docs(self, texts, report=None):  # type: ignore[no-untyped-def, override]
+            if self.stop_after is not None and len(self.encoded) >= self.stop_after:
+                raise KeyboardInterrupt
+            self.encoded.append(len(texts))
+            return super().encode_docs(texts, report)
+
+    encoder = Counting(str(splade_dir))
+    encoder.stop_after = 1
+    with pytest.raises(KeyboardInterrupt):
+        build_splade(tiny_index, encoder, chunk=2)
+    building = list((tiny_index.path / "splade").glob("*.building"))
+    assert len(building) == 1 and sorted(p.name for p in building[0].glob("chunk-*")) == ["chunk-000000.npz"]
+    assert "splade" not in tiny_index.manifest  # nothing half-written is listed
+    encoder.stop_after = None
+    final = build_splade(tiny_index, encoder, chunk=2)
+    assert encoder.encoded == [2, 2, 2]  # the first chunk once, then only the two left
+    assert not list((tiny_index.path / "splade").glob("*.building"))
+    resumed = SpladeImpacts.load(final).matrix.toarray()
+    clean = Counting(str(splade_dir))
+    clean.encoded = []
+    again = SpladeImpacts.load(build_splade(tiny_index, clean, chunk=6)).matrix.toarray()
+    assert clean.encoded == [6] and np.array_equal(resumed, again)
+
+
+def test_a_compaction_rescales_when_an_added_document_outweighs_every_stored_one(
+        tiny_index: Index, splade_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import rankstack.models.splade as splade_models
+
+    pipeline = f"splade(model={splade_dir})"
+    _search(tiny_index, pipeline, "parrot")  # stores the impacts
+    before = tiny_index.splade_impacts(str(splade_dir))
+    assert before is not None
+    old_d5 = before.matrix.tocsr()[list(tiny_index.segment.doc_id_array).index("d5")].toarray() * before.scale
+    loaded = splade_models.load_splade(str(splade_dir))
+
+    class Heavier:  # the compaction's encoder weighs the added document three times as much as any stored one
+        def encode_docs(self, texts):  # type: ignore[no-untyped-def]
+            return loaded.encode_docs(texts) * 3.0
+
+    monkeypatch.setattr(splade_models, "load_splade", lambda model: Heavier())
+    text = "parrot feathers bright"
+    weights = Heavier().encode_docs([text])
+    assert float(weights.data.max()) > before.scale * 255
+    with IndexWriter(tiny_index) as writer:
+        writer.add([Doc("d9", text)])
+        writer.compact()
+    after = tiny_index.splade_impacts(str(splade_dir))
+    assert after is not None and after.scale == pytest.approx(float(weights.data.max()) / 255)
+    row = after.matrix.tocsr()[list(tiny_index.segment.doc_id_array).index("d9")]
+    assert row.max() == 255  # its largest weight is kept, not clipped to the old scale's maximum
+    assert np.allclose(np.sort(row.data) * after.scale, np.sort(weights.data), atol=after.scale / 2 + 1e-6)
+    new_d5 = after.matrix.tocsr()[list(tiny_index.segment.doc_id_array).index("d5")].toarray() * after.scale
+    assert np.allclose(new_d5, old_d5, atol=after.scale / 2 + 1e-6)  # stored ones re-quantised on the new steps

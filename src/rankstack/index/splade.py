@@ -10,7 +10,8 @@ place, then entered into the manifest with checksums of its files.
 
 A live index's added documents are not stored here: the splade stage encodes them on first use; a
 compaction carries the impacts into the new segment (the live rows' impacts unchanged, the added documents
-encoded then: :func:`carry_over`).
+encoded then, and all re-quantised on a larger scale only when an added document outweighs every stored
+one: :func:`carry_over`). Building is resumable: encoded chunks wait in ``splade/<slug>.building/``.
 """
 
 from __future__ import annotations
@@ -43,26 +44,69 @@ def quantise(weights: Any, scale: float) -> Any:
     return quantised
 
 
+def _save_chunk(path: Path, weights: Any, report: TruncationReport) -> None:
+    """One encoded chunk (CSR arrays and its truncation counts), written beside its name and renamed."""
+    weights = weights.tocsr()
+    partial = path.with_name(path.name + ".partial.npz")
+    np.savez(partial, data=weights.data.astype(np.float32), indices=weights.indices.astype(np.int32),
+             indptr=weights.indptr.astype(np.int64), shape=np.array(weights.shape, dtype=np.int64),
+             report=np.array([report.texts, report.truncated, report.longest_tokens], dtype=np.int64))
+    os.replace(partial, path)
+
+
+def _load_chunk(path: Path) -> tuple[Any, TruncationReport]:
+    from scipy import sparse
+
+    with np.load(path) as loaded:
+        weights = sparse.csr_matrix((loaded["data"], loaded["indices"], loaded["indptr"]),
+                                    shape=tuple(int(x) for x in loaded["shape"]))
+        texts, truncated, longest = (int(x) for x in loaded["report"])
+    return weights, TruncationReport(texts, truncated, longest)
+
+
 def build_splade(index: Any, encoder: SpladeEncoder, chunk: int = DEFAULT_CHUNK,
                  progress: Callable[[int], None] | None = None) -> Path:
     """Encode every document of ``index``'s segment with ``encoder`` and add the quantised impacts to the
-    directory (documents added live since are encoded by the stage at search time)."""
+    directory (documents added live since are encoded by the stage at search time).
+
+    Resumable: each encoded chunk is kept in ``splade/<slug>.building/`` until the impacts are written, so
+    an interrupted build (Ctrl-C, a crash) encodes only the chunks it had not finished when run again;
+    chunks of another model, chunk size or corpus are discarded."""
     from scipy import sparse
 
     segment = index.segment
+    slug = dense_slug(encoder.model_id)
+    work = segment.path / "splade" / f"{slug}.building"
+    plan = {"encoder": encoder.config(), "num_docs": segment.num_docs, "chunk": chunk}
+    plan_path = work / "plan.json"
+    if work.exists() and (not plan_path.exists() or json.loads(plan_path.read_text(encoding="utf-8")) != plan):
+        shutil.rmtree(work)  # chunks of another model or corpus are useless
+    work.mkdir(parents=True, exist_ok=True)
+    plan_path.write_text(json.dumps(plan), encoding="utf-8")
     report = TruncationReport()
     parts = []
-    for start in range(0, segment.num_docs, chunk):
-        docs = segment.docstore.range(start, start + chunk)
-        weights = encoder.encode_docs([d.contents for d in docs], report)
-        weights.eliminate_zeros()
+    for number, start in enumerate(range(0, segment.num_docs, chunk)):
+        path = work / f"chunk-{number:06d}.npz"
+        count = min(chunk, segment.num_docs - start)
+        if not path.exists():  # a finished chunk of an interrupted run is never encoded again
+            docs = segment.docstore.range(start, start + count)
+            own = TruncationReport()
+            weights = encoder.encode_docs([d.contents for d in docs], own)
+            weights.eliminate_zeros()
+            _save_chunk(path, weights, own)
+        weights, own = _load_chunk(path)
         parts.append(weights)
+        report.texts += own.texts
+        report.truncated += own.truncated
+        report.longest_tokens = max(report.longest_tokens, own.longest_tokens)
         if progress is not None:
-            progress(len(docs))
+            progress(count)
     report.warn("documents", encoder.max_tokens)
     matrix = sparse.vstack(parts, format="csr") if parts else sparse.csr_matrix((0, encoder.dimension))
     meta = {**encoder.config(), "truncated_docs": report.truncated, "longest_doc_tokens": report.longest_tokens}
-    return write_splade_impacts(segment.path, encoder.model_id, meta, matrix)
+    final = write_splade_impacts(segment.path, encoder.model_id, meta, matrix)
+    shutil.rmtree(work, ignore_errors=True)
+    return final
 
 
 def write_splade_impacts(index_path: Path, model_id: str, meta: dict[str, Any], weights: Any,
@@ -171,9 +215,15 @@ def carry_over(index: Any, view: Any, staging: Path, model_id: str) -> None:
     alive = np.ones(base + len(added), dtype=bool) if alive is None else alive
     parts = [impacts.matrix.tocsr()[np.flatnonzero(alive[:base])] * impacts.scale]
     fresh = [doc for position, doc in enumerate(added) if alive[base + position]]
+    scale = impacts.scale
     if fresh:
-        parts.append(load_splade(model_id).encode_docs([d.contents for d in fresh]))
-    write_splade_impacts(staging, model_id, impacts.meta, sparse.vstack(parts, format="csr"), scale=impacts.scale)
+        encoded = load_splade(model_id).encode_docs([d.contents for d in fresh])
+        parts.append(encoded)
+        # An added document may outweigh every stored one; keeping the old scale would clip its weights at
+        # 255. Then everything is re-quantised on the larger scale (stored impacts round to the new steps).
+        if encoded.nnz and float(encoded.data.max()) > scale * IMPACT_MAX:
+            scale = float(encoded.data.max()) / IMPACT_MAX
+    write_splade_impacts(staging, model_id, impacts.meta, sparse.vstack(parts, format="csr"), scale=scale)
 
 
 def live_parts(view: Any) -> tuple[Any, np.ndarray | None, list[Any]]:
