@@ -5,7 +5,8 @@
 
 - BM25: the index is built anew (docs/s) and its postings measured (bytes per document).
 - dense (each ``--dense`` model; ``default`` is the bundled one): the collection encoded into a copy of the
-  index as ``dense`` does on first use (docs/s, bytes per document), then ``dense(model=...)`` as a first stage.
+  index as ``dense`` does on first use (docs/s, bytes per document), then ``dense(model=...)`` as a first stage
+  and fused with BM25 (``linear(bm25,dense(model=...),norm=zscore)``).
 - late interaction: the collection is encoded once with MODEL (a ``rankstack train late-interaction``
   output, docs/s); the same token vectors are written into one copy per storage, and each copy runs
   ``colbert(model=MODEL)`` as a first stage (exact MaxSim over every token) and ``bm25%100>>colbert``.
@@ -108,7 +109,8 @@ def dense_facts(base: Index, model: str, work: Path, dataset: BeirDataset, split
     seconds = time.perf_counter() - started
     facts = {"build_docs_per_s": round(index.num_docs / seconds, 2),
              "bytes_per_document": round((folder_bytes(copy) - before) / index.num_docs, 1),
-             **measure(index, pipeline, dataset, split)}
+             **measure(index, pipeline, dataset, split),
+             "hybrid": measure(index, f"linear(bm25,{pipeline},norm=zscore)", dataset, split)}
     index.close()
     return facts
 
