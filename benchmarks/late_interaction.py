@@ -96,10 +96,11 @@ def bm25_facts(dataset: BeirDataset, work: Path) -> dict[str, Any]:
             "text_store_bytes_per_document": round((built / "docs.sqlite").stat().st_size / documents, 1)}
 
 
-def dense_facts(base: Index, model: str, work: Path, dataset: BeirDataset, split: str) -> dict[str, Any]:
-    """Encode the collection into a copy of the index as ``dense`` does on first use, then search with it."""
+def dense_facts(fresh: Path, model: str, work: Path, dataset: BeirDataset, split: str) -> dict[str, Any]:
+    """Encode the collection into a copy of the freshly built index (``fresh``: no vectors yet, unlike a cached
+    index that earlier runs added vectors to) as ``dense`` does on first use, then search with it."""
     copy = work / f"dense-{len(list(work.glob('dense-*')))}"
-    shutil.copytree(base.path, copy, ignore=shutil.ignore_patterns("live", "*.lock"))
+    shutil.copytree(fresh, copy, ignore=shutil.ignore_patterns("live", "*.lock"))
     index = Index.open(copy)
     before = folder_bytes(copy)
     pipeline = f"dense(model={model})"
@@ -176,7 +177,7 @@ def main() -> None:
     systems: dict[str, Any] = {"bm25": {**bm25_facts(dataset, work), **measure(base, "bm25", dataset, args.split)}}
     print("bm25", systems["bm25"], flush=True)
     for model in args.dense:
-        systems[f"dense/{Path(model).name}"] = dense_facts(base, model, work, dataset, args.split)
+        systems[f"dense/{Path(model).name}"] = dense_facts(work / "bm25-build", model, work, dataset, args.split)
         print("dense", model, systems[f"dense/{Path(model).name}"], flush=True)
     shards, lengths, encode_seconds = encode_collection(base, args.model)
     model_id = load_late_interaction(args.model).config()
