@@ -199,8 +199,11 @@ def main() -> None:
             if storage == args.storages[0] and args.cross_encoder:
                 pipelines = {"colbert": f"bm25%100>>colbert(model={args.model})",
                              "cross_encoder": f"bm25%100>>cross_encoder(model={args.cross_encoder})"}
-                systems["rerank_top100"] = rerank_in_turns(index, pipelines, dataset, args.split,
-                                                           args.rerank_queries)
+                rerank = rerank_in_turns(index, pipelines, dataset, args.split, args.rerank_queries)
+                for entry in rerank.values():  # model directories are this machine's; results name roles
+                    entry["pipeline"] = entry["pipeline"].replace(args.model, "MODEL").replace(
+                        args.cross_encoder, "CROSS_ENCODER")
+                systems["rerank_top100"] = rerank
                 print("rerank_top100", systems["rerank_top100"], flush=True)
             index.close()
     finally:
