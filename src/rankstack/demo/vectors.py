@@ -12,6 +12,7 @@ interruption and the next run resumes from them; nothing enters the index until 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -108,8 +109,11 @@ class VectorBuild:
         self._advance = advance
         self._go.set()
         try:
-            while not self.done.wait(0.2):  # a timed wait, so that Ctrl-C reaches this thread
-                pass
+            # Polled with sleep rather than Event.wait: Ctrl-C's KeyboardInterrupt is raised wherever the main
+            # thread happens to be, and raised inside threading's Condition code it can leave the lock state
+            # broken (a RuntimeError instead of a clean interruption). Here it lands in sleep or in this loop.
+            while not self.done.is_set():
+                time.sleep(0.05)
         except BaseException:
             self.cancel()
             raise
