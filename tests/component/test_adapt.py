@@ -218,6 +218,32 @@ def test_bad_inputs_say_what_to_fix(models: dict[str, str], tmp_path: Path, corp
     assert not (tmp_path / "o4").exists()
 
 
+def test_without_a_count_the_budget_decides_how_many_pseudo_queries(monkeypatch: pytest.MonkeyPatch) -> None:
+    import numpy as np
+
+    from rankstack.train import adapt as adapt_module
+
+    class InstantTeacher:  # labelling costs nothing: the training steps alone share out the budget
+        def predict(self, pairs: list[Any], **kwargs: Any) -> Any:
+            return np.zeros(len(pairs))
+
+    monkeypatch.setattr(adapt_module, "_step_seconds", lambda *args, **kwargs: 2.0)
+    docs = [Doc(f"d{i}", f"document {i} " + "word " * 40) for i in range(5000)]
+
+    def count(budget: float, **overrides: Any) -> int:
+        settings = AdaptSettings(teacher="t", depth=16, negatives=4, batch_size=32, budget_seconds=budget, **overrides)
+        return adapt_module._query_count(adapt_module._Run(settings, "corpus", Path("out")), docs, InstantTeacher(),
+                                         None)
+
+    # one query: 0.9 of it trained on, 4 rows of a 32-row step of 2 s: 0.225 s; 80% of the budget is shared out
+    assert count(600.0) == 1000  # 2,133 would fit: capped
+    assert 200 <= count(60.0) <= 213
+    assert count(120.0, reranker=True) <= 213  # the reranker's steps take their share
+    assert count(10.0, queries=300) == 300  # a count given is kept
+    with pytest.raises(AdaptError, match=r"only 3\d fit, fewer than the 50 worth training on; give --budget 1m"):
+        count(10.0)
+
+
 def test_without_a_teacher_the_default_is_looked_up_offline_and_its_absence_explained(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(teachers, "_cached_location", lambda model_id: None)

@@ -30,7 +30,8 @@ def adapt_command(
     base: Annotated[str, typer.Option(help="Bi-encoder to adapt: local path or Hugging Face id.")] = "default",
     hybrid: Annotated[str, typer.Option(help="First stage mining candidates: rrf (rrf(bm25,dense)) or zscore "
                                         "(linear(bm25,dense,norm=zscore)).")] = "rrf",
-    queries: Annotated[int, typer.Option(min=20, help="Documents sampled to give pseudo-queries.")] = 1000,
+    queries: Annotated[int | None, typer.Option(min=20, help="Documents sampled to give pseudo-queries (default: as "
+                                                "many as the budget allows here, up to 1,000).")] = None,
     depth: Annotated[int, typer.Option(min=2, help="Candidates per pseudo-query scored by the teacher.")] = 16,
     negatives: Annotated[int, typer.Option(min=1, help="Candidates trained on per pseudo-query.")] = 4,
     epochs: Annotated[int, typer.Option(min=1)] = 1,

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import random
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -40,7 +41,14 @@ from rankstack.train.adapt_lists import (
     saved_lists,
     training_rows,
 )
-from rankstack.train.adapt_settings import AdaptError, AdaptSettings, hybrid_pipeline, parse_budget
+from rankstack.train.adapt_settings import (
+    MAX_AUTO_QUERIES,
+    MIN_AUTO_QUERIES,
+    AdaptError,
+    AdaptSettings,
+    hybrid_pipeline,
+    parse_budget,
+)
 from rankstack.train.arguments import BiEncoderTraining
 from rankstack.train.pseudo_queries import check_source
 from rankstack.train.self_check import self_check, suggested_pipeline
@@ -161,7 +169,8 @@ def adapt(corpus: str | Path, output: str | Path, settings: AdaptSettings, *, in
 
         index, _ = open_or_build(corpus)
     docs, without_text = corpus_documents(index, corpus)
-    lists, reused = _labelled_lists(run, index, docs, teacher_location, progress)
+    student = sentence_transformers.SentenceTransformer(base_location, device="cpu")
+    lists, reused = _labelled_lists(run, index, docs, teacher_location, student, progress)
     train_lists = [x for x in lists if not x.heldout]
     heldout = [x for x in lists if x.heldout]
     columns, label_scale = training_rows(train_lists, settings.negatives, settings.seed)
@@ -170,7 +179,6 @@ def adapt(corpus: str | Path, output: str | Path, settings: AdaptSettings, *, in
                               path=corpus)
 
     base = sentence_transformers.SentenceTransformer(base_location, device="cpu")
-    student = sentence_transformers.SentenceTransformer(base_location, device="cpu")
     reranker = build_segment_cross_encoder(base_location, settings.max_length) if settings.reranker else None
     needed, check_cost = _check_training_budget(run, student, reranker, columns, len(heldout))
     work = checkpoint_folder(run.output)
@@ -210,34 +218,62 @@ def _load_teacher(location: str, max_length: int) -> Any:
                              f"({str(error)[:200]}); give a cross-encoder directory or Hugging Face id") from None
 
 
-def _labelled_lists(run: _Run, index: Index, docs: list[Any], teacher_location: str,
+def _labelled_lists(run: _Run, index: Index, docs: list[Any], teacher_location: str, student: Any,
                     progress: ProgressFactory | None) -> tuple[list[LabelledList], bool]:
-    """The lists an interrupted earlier run with the same data settings saved, else new ones (timed first
-    against the budget). Returns (lists, reused)."""
+    """The lists an interrupted earlier run with the same data settings saved, else new ones (as many as the
+    budget allows, or ``settings.queries``, timed first against the budget). Returns (lists, reused)."""
     settings, work = run.settings, checkpoint_folder(run.output)
     lists = saved_lists(work, settings.data_fingerprint())
     if lists is not None:
         return lists, True
     phase = time.perf_counter()
     teacher = _load_teacher(teacher_location, settings.max_length)
-    queries = make_queries(docs, settings)
+    count = _query_count(run, docs, teacher, student)
+    queries = make_queries(docs, settings, count)
     if len(queries) < 20:
         raise EmptyInputError(f"only {len(queries)} pseudo-queries could be made with source "
                               f"'{'generated' if settings.generator else settings.source}' (documents without "
                               "titles, or too short); try --source sentence or keywords", path=run.corpus)
-    timed = time.perf_counter()
-    score_pairs(teacher, [(queries[0].text, d.contents) for d in docs[:16]], batch_size=16)
-    labelling = (time.perf_counter() - timed) / 16 * len(queries) * settings.depth
-    if time.perf_counter() + labelling > run.deadline:
-        raise AdaptError(f"a budget of {settings.budget_seconds:.0f} s is too short: scoring "
-                         f"{len(queries) * settings.depth:,} candidates with the teacher alone takes about "
-                         f"{labelling:.0f} s here; give a longer --budget or fewer --queries")
     run.lap("pseudo_queries", phase)
     phase = time.perf_counter()
     lists = label_lists(index, queries, teacher, settings, progress)
     save_lists(work, settings.data_fingerprint(), lists)
     run.lap("mining_and_labelling", phase)
     return lists, False
+
+
+def _query_count(run: _Run, docs: list[Any], teacher: Any, student: Any) -> int:
+    """How many documents give pseudo-queries: ``settings.queries`` when given (refused when its labelling
+    alone would overrun the budget), else as many as the budget allows on this machine, measured: the
+    teacher timed on a few pairs and a training step estimated from a timed forward pass, 80% of what is
+    left of the budget shared between labelling and one epoch (the rest for the self-check and saving)."""
+    settings = run.settings
+    sample = random.Random(settings.seed).sample(docs, min(len(docs), max(settings.batch_size, 16)))
+    probe = " ".join(sample[0].contents.split()[:12])
+    timed = time.perf_counter()
+    score_pairs(teacher, [(probe, d.contents) for d in sample[:16]], batch_size=16)
+    per_pair = (time.perf_counter() - timed) / min(len(sample), 16)
+    if settings.queries:
+        labelling = per_pair * min(settings.queries, len(docs)) * settings.depth
+        if time.perf_counter() + labelling > run.deadline:
+            raise AdaptError(f"a budget of {settings.budget_seconds:.0f} s is too short: scoring "
+                             f"{settings.queries * settings.depth:,} candidates with the teacher alone takes about "
+                             f"{labelling:.0f} s here; give a longer --budget or fewer --queries")
+        return settings.queries
+    columns = {"query": [" ".join(d.contents.split()[:12]) for d in sample], "positive": [d.contents for d in sample],
+               "negative": [d.contents for d in sample[1:] + sample[:1]]}
+    step = _step_seconds(student, columns, settings.batch_size, "bi-encoder") * (2 if settings.reranker else 1)
+    per_query = settings.depth * per_pair + \
+        (1 - settings.heldout) * settings.negatives * settings.epochs / settings.batch_size * step
+    available = 0.8 * (run.deadline - time.perf_counter())
+    count = min(MAX_AUTO_QUERIES, len(docs), int(available / per_query))
+    logger.info("budget: %.2f s per pair to label, %.1f s per training step: %d pseudo-queries", per_pair, step, count)
+    if count < MIN_AUTO_QUERIES:
+        enough = math.ceil((settings.budget_seconds + (MIN_AUTO_QUERIES - max(count, 0)) * per_query / 0.8) / 60)
+        raise AdaptError(f"a budget of {settings.budget_seconds:.0f} s is too short: labelling and training one "
+                         f"pseudo-query takes about {per_query:.1f} s here, so only {max(count, 0)} fit, fewer than "
+                         f"the {MIN_AUTO_QUERIES} worth training on; give --budget {enough}m or more")
+    return count
 
 
 def _check_training_budget(run: _Run, student: Any, reranker: Any | None, columns: dict[str, list[Any]],

@@ -13,14 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from rankstack.errors import EmptyInputError
 from rankstack.index import Index
 from rankstack.stages import SearchContext, parse_pipeline
-from rankstack.train.adapt_settings import MIN_DOCUMENTS, AdaptSettings, hybrid_pipeline
+from rankstack.train.adapt_settings import MAX_AUTO_QUERIES, MIN_DOCUMENTS, AdaptSettings, hybrid_pipeline
 from rankstack.train.pseudo_queries import PseudoQuery, make_pseudo_queries
-from rankstack.train.teachers import score_pairs
+from rankstack.train.teachers import margin_scale, score_pairs
 from rankstack.types import Doc, Query
 
 logger = logging.getLogger(__name__)
@@ -67,9 +65,11 @@ def corpus_documents(index: Index, corpus: str | Path) -> tuple[list[Doc], list[
     return with_text, without
 
 
-def make_queries(docs: list[Doc], settings: AdaptSettings) -> list[PseudoQuery]:
+def make_queries(docs: list[Doc], settings: AdaptSettings, count: int | None = None) -> list[PseudoQuery]:
+    """Pseudo-queries from ``count`` sampled documents (default ``settings.queries``)."""
     rng = random.Random(settings.seed)
-    chosen = rng.sample(docs, min(len(docs), settings.queries))
+    count = count or settings.queries or MAX_AUTO_QUERIES
+    chosen = rng.sample(docs, min(len(docs), count))
     if settings.generator:
         from rankstack.train.generators import load_generator
 
@@ -131,8 +131,7 @@ def training_rows(lists: Sequence[LabelledList], negatives: int, seed: int) -> t
     candidates, labelled with the teacher's score margin divided by a scale (returned) that brings the
     teacher's margins to the range of cosine differences."""
     rng = random.Random(seed)
-    every = [s for x in lists for s in x.scores]
-    scale = max(float(np.std(every)) * 4.0, 1e-6) if every else 1.0
+    scale = margin_scale([s for x in lists for s in x.scores])
     columns: dict[str, list[Any]] = {"query": [], "positive": [], "negative": [], "label": []}
     for x in lists:
         picked = rng.sample(range(1, len(x.doc_ids)), min(negatives, len(x.doc_ids) - 1))

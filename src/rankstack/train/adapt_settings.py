@@ -12,6 +12,8 @@ from rankstack.models.loading import canonical_model_id
 from rankstack.train.pseudo_queries import DEFAULT_SOURCE
 
 MIN_DOCUMENTS = 200
+MAX_AUTO_QUERIES = 1000  # queries=None sizes the count to the budget, up to this many
+MIN_AUTO_QUERIES = 50  # fewer than this would not be worth training on: the budget is refused instead
 HYBRIDS = ("rrf", "zscore")
 
 
@@ -30,13 +32,14 @@ class AdaptSettings:
     source: str = DEFAULT_SOURCE
     generator: str | None = None
     generator_model: str = "default"
-    queries: int = 1000
+    queries: int | None = None
     heldout: float = 0.1
     depth: int = 16
     negatives: int = 4
     hybrid: str = "rrf"
-    """Data: what of a document is its query (or a generator's query), how many documents give one, the
-    share held out for the self-check, candidates per query, candidates trained on per query, the hybrid."""
+    """Data: what of a document is its query (or a generator's query), how many documents give one (None: as
+    many as the budget allows, measured on this machine, up to MAX_AUTO_QUERIES), the share held out for
+    the self-check, candidates per query, candidates trained on per query, the hybrid."""
     budget_seconds: float = 1800.0
     epochs: int = 1
     batch_size: int = 32

@@ -32,7 +32,7 @@ from rankstack.models.loading import canonical_model_id, require, resolve_model_
 from rankstack.train._run import checkpoint_folder, run_facts, save_with_card, train_resuming, trainer_arguments
 from rankstack.train.arguments import BiEncoderTraining
 from rankstack.train.data import TrainingData, dev_qrels, mine_examples, pseudo_query_lists
-from rankstack.train.teachers import check_cross_encoder, teacher_scores
+from rankstack.train.teachers import check_cross_encoder, margin_scale, teacher_scores
 from rankstack.types import Query, Run
 
 logger = logging.getLogger(__name__)
@@ -59,8 +59,7 @@ Examples = list[tuple[str, str, tuple[str, ...]]]
 def _distillation_columns(examples: Examples, scores: list[list[float]]) -> tuple[dict[str, list[Any]], float]:
     """(anchor, positive, negative, label) columns, one row per negative, the label the teacher's margin
     over ``label_scale`` (returned): four standard deviations of every score the teacher gave."""
-    every = np.asarray([s for row in scores for s in row], dtype=np.float64)
-    label_scale = max(float(every.std()) * 4.0, 1e-6) if every.size else 1.0
+    label_scale = margin_scale([s for row in scores for s in row])
     columns: dict[str, list[Any]] = {"anchor": [], "positive": [], "negative": [], "label": []}
     for (query, positive, negatives), row in zip(examples, scores, strict=True):
         for negative, negative_score in zip(negatives, row[1:], strict=True):

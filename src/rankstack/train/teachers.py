@@ -68,6 +68,13 @@ def check_cross_encoder(location: str, name: str) -> None:
                          "`rankstack train cross-encoder` or a Hugging Face cross-encoder/... model")
 
 
+def margin_scale(scores: Any) -> float:
+    """Four standard deviations of every score the teacher gave: the teacher's margins divided by it span
+    about what differences of cosine similarities can (Margin-MSE on a cosine student, GPL-style)."""
+    every = np.asarray(scores, dtype=np.float64).ravel()
+    return max(float(every.std()) * 4.0, 1e-6) if every.size else 1.0
+
+
 def score_pairs(model: Any, pairs: list[tuple[str, str]], batch_size: int = 32,
                  advance: Callable[[int], None] | None = None) -> np.ndarray:
     import torch
