@@ -30,6 +30,7 @@ from typing import Any
 from rankstack.errors import EmptyInputError, ModelLoadError, RankstackError
 from rankstack.index import Index
 from rankstack.models.loading import canonical_model_id, require, resolve_model_location
+from rankstack.stages import parse_pipeline
 from rankstack.train._run import checkpoint_folder, latest_checkpoint, trainer_arguments
 from rankstack.train.adapt_lists import (
     LabelledList,
@@ -227,6 +228,8 @@ def _labelled_lists(run: _Run, index: Index, docs: list[Any], teacher_location: 
     if lists is not None:
         return lists, True
     phase = time.perf_counter()
+    # the hybrid's vectors first (encoding a large corpus takes a while), so the budget left is known when sizing
+    parse_pipeline(hybrid_pipeline(settings.hybrid, settings.base), index).prepare(progress)
     teacher = _load_teacher(teacher_location, settings.max_length)
     count = _query_count(run, docs, teacher, student)
     queries = make_queries(docs, settings, count)
