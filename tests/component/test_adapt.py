@@ -244,6 +244,24 @@ def test_without_a_count_the_budget_decides_how_many_pseudo_queries(monkeypatch:
         count(10.0)
 
 
+def test_an_epoch_the_sized_count_cannot_finish_is_cut_to_the_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rankstack.train import adapt as adapt_module
+
+    monkeypatch.setattr(adapt_module, "_step_seconds", lambda *args, **kwargs: 10.0)
+    columns = {"query": [f"q{i}" for i in range(320)], "positive": ["p"] * 320, "negative": ["n"] * 320,
+               "label": [0.1] * 320}  # 10 steps of 32 rows: 100 s, with 60 s left
+
+    def check(**overrides: Any) -> tuple[float, float, dict[str, list[Any]]]:
+        settings = AdaptSettings(teacher="t", batch_size=32, budget_seconds=60.0, **overrides)
+        return adapt_module._check_training_budget(adapt_module._Run(settings, "corpus", Path("out")), None, None,
+                                                   columns, heldout=0)
+
+    needed, _, cut = check()  # the count was the command's own choice: train on what fits
+    assert len(cut["query"]) == 5 * 32 and cut["query"] == columns["query"][:160] and needed == 50.0
+    with pytest.raises(AdaptError, match="too short to finish one epoch: 10 training steps take about 100 s"):
+        check(queries=300)  # the user's count is theirs to change
+
+
 def test_without_a_teacher_the_default_is_looked_up_offline_and_its_absence_explained(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(teachers, "_cached_location", lambda model_id: None)

@@ -181,14 +181,16 @@ def adapt(corpus: str | Path, output: str | Path, settings: AdaptSettings, *, in
 
     base = sentence_transformers.SentenceTransformer(base_location, device="cpu")
     reranker = build_segment_cross_encoder(base_location, settings.max_length) if settings.reranker else None
-    needed, check_cost = _check_training_budget(run, student, reranker, columns, len(heldout))
+    labelled_rows = len(columns["query"])
+    needed, check_cost, columns = _check_training_budget(run, student, reranker, columns, len(heldout))
     work = checkpoint_folder(run.output)
     phase = time.perf_counter()
     reserve = check_cost + 5.0
     training: dict[str, Any] = {"bi_encoder": {
         **_train("bi-encoder", student, columns, work / "bi-encoder", settings,
                  run.deadline - reserve - (needed / 2 if reranker is not None else 0.0), callbacks),
-        "loss": "MarginMSE on teacher score margins (cosine)", "label_scale": round(label_scale, 4)}}
+        "loss": "MarginMSE on teacher score margins (cosine)", "label_scale": round(label_scale, 4),
+        "rows_cut_to_budget": labelled_rows - len(columns["query"])}}
     run.lap("bi_encoder_training", phase)
     if reranker is not None:
         phase = time.perf_counter()
@@ -280,23 +282,33 @@ def _query_count(run: _Run, docs: list[Any], teacher: Any, student: Any) -> int:
 
 
 def _check_training_budget(run: _Run, student: Any, reranker: Any | None, columns: dict[str, list[Any]],
-                           heldout: int) -> tuple[float, float]:
-    """Refuse a budget that cannot finish one epoch; returns (training seconds, self-check seconds) estimated."""
+                           heldout: int) -> tuple[float, float, dict[str, list[Any]]]:
+    """Refuse a budget that cannot finish one epoch; returns (training seconds, self-check seconds) estimated
+    and the training rows. When the command sized the pseudo-query count itself (``queries`` None) and the
+    epoch turns out not to fit (the labelling took longer than timed), the rows are cut to what fits
+    instead: refusing its own choice after the labelling is done would waste it."""
     settings = run.settings
     step = _step_seconds(student, columns, settings.batch_size, "bi-encoder")
-    steps = math.ceil(len(columns["query"]) / settings.batch_size) * settings.epochs
-    needed = step * steps
     if reranker is not None:
-        needed += _step_seconds(reranker, columns, settings.batch_size, "cross-encoder") * steps
-    check_cost = step / 3 * (heldout * settings.depth / max(settings.batch_size, 1)) * 2
+        step += _step_seconds(reranker, columns, settings.batch_size, "cross-encoder")
+    # the self-check encodes each held-out query and its candidates with two models, forward only; a timed
+    # step covered 3 x batch_size texts, forward counted once of its three parts
+    check_cost = step / 3 * heldout * (settings.depth + 1) / (3 * settings.batch_size) * 2
+    steps = math.ceil(len(columns["query"]) / settings.batch_size) * settings.epochs
     remaining = run.deadline - time.perf_counter()
-    if needed + check_cost > remaining:
-        enough = math.ceil((settings.budget_seconds - remaining + needed + check_cost) / 60)
-        raise AdaptError(f"a budget of {settings.budget_seconds:.0f} s is too short to finish one epoch: "
-                         f"{steps:,} training steps take about {needed:.0f} s here and {remaining:.0f} s are left "
-                         f"(the labelled lists are kept in {checkpoint_folder(run.output)}, so a rerun starts "
-                         f"training at once); give --budget {enough}m or more, or fewer --queries")
-    return needed, check_cost
+    if step * steps + check_cost <= remaining:
+        return step * steps, check_cost, columns
+    fitting = int((remaining - check_cost) / step / settings.epochs) * settings.batch_size
+    if settings.queries is None and fitting >= MIN_AUTO_QUERIES:
+        logger.warning("the labelling took longer than timed: training on the first %d of %d rows, which fit the "
+                       "budget", fitting, len(columns["query"]))
+        cut = {name: values[:fitting] for name, values in columns.items()}
+        return step * math.ceil(fitting / settings.batch_size) * settings.epochs, check_cost, cut
+    enough = math.ceil((settings.budget_seconds - remaining + step * steps + check_cost) / 60)
+    raise AdaptError(f"a budget of {settings.budget_seconds:.0f} s is too short to finish one epoch: "
+                     f"{steps:,} training steps take about {step * steps:.0f} s here and {remaining:.0f} s are left "
+                     f"(the labelled lists are kept in {checkpoint_folder(run.output)}, so a rerun starts "
+                     f"training at once); give --budget {enough}m or more, or fewer --queries")
 
 
 def _card(run: _Run, lists: list[LabelledList], with_text: int, without_text: int, teacher: tuple[str, str],
