@@ -20,6 +20,7 @@ within 3,600 s. Results go to results/adapt_collections_<cpu class>.json, one va
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -101,6 +102,21 @@ def measure_collection(data: Path, adapted: Path, teacher: str | None) -> dict[s
                       "suggested_pipeline": card["suggested_pipeline"].replace(str(adapted), "ADAPTED")}}
 
 
+def measured(data: Path, adapted: Path, teacher: str | None, reuse: Path | None) -> dict[str, Any]:
+    key = hashlib.sha256((adapted / "adapt_card.json").read_bytes() + str(teacher).encode()).hexdigest()
+    kept = reuse / f"{data.name}.json" if reuse else None
+    if kept is not None and kept.is_file():
+        saved = json.loads(kept.read_text(encoding="utf-8"))
+        if saved.get("key") == key:
+            print(f"{data.name}: figures of an earlier run with the same adapt card and teacher", flush=True)
+            return dict(saved["figures"])
+    figures = measure_collection(data, adapted, teacher)
+    if kept is not None:
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        kept.write_text(json.dumps({"key": key, "figures": figures}, indent=1) + "\n", encoding="utf-8")
+    return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--adapted", action="append", required=True, metavar="NAME=DIR",
@@ -108,12 +124,14 @@ def main() -> None:
     parser.add_argument("--teacher", help="the cross-encoder the adapt runs used, measured as it is too")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--variant", default="defaults")
+    parser.add_argument("--reuse", type=Path, help="a folder keeping each collection's figures, reused while its adapt "
+                        "card and the teacher are unchanged (to add a collection measured later to the same variant)")
     args = parser.parse_args()
     collections: dict[str, dict[str, Any]] = {}
     for item in args.adapted:
         name, _, folder = item.partition("=")
         require_data(args.data / name, name)
-        collections[name] = measure_collection(args.data / name, Path(folder).resolve(), args.teacher)
+        collections[name] = measured(args.data / name, Path(folder).resolve(), args.teacher, args.reuse)
     gains = [c["gain"] for c in collections.values()]
     seconds = [c["adapt"]["seconds"]["total"] for c in collections.values()]
     mean_gain, worst_gain = round(sum(gains) / len(gains), 4), min(gains)
