@@ -145,8 +145,25 @@ def _quantize(source: Path, target: Path) -> None:
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=True,
-                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    # The quantiser advises "pre-processing" on the root logger at every call; that step (shape inference
+    # and fusion) has been done above, so the advice is noise on the user's terminal.
+    root = logging.getLogger()
+    quiet = _DropMessage("consider to run pre-processing before quantization")
+    root.addFilter(quiet)
+    try:
+        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=True,
+                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    finally:
+        root.removeFilter(quiet)
+
+
+class _DropMessage(logging.Filter):
+    def __init__(self, fragment: str) -> None:
+        super().__init__()
+        self.fragment = fragment
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.fragment not in record.getMessage()
 
 
 def _build(transformer: Any, output: str, precision: str, inputs: list[str], folder: Path) -> None:
