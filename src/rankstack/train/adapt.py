@@ -254,9 +254,11 @@ def _query_count(run: _Run, docs: list[Any], teacher: Any, student: Any) -> int:
     left of the budget shared between labelling and one epoch (the rest for the self-check and saving)."""
     settings = run.settings
     sample = random.Random(settings.seed).sample(docs, min(len(docs), max(settings.batch_size, 16)))
-    probe = " ".join(sample[0].contents.split()[:12])
+    # stand-ins for pseudo-queries and their candidates: a document's opening words against whole documents
+    columns = {"query": [" ".join(d.contents.split()[:12]) for d in sample], "positive": [d.contents for d in sample],
+               "negative": [d.contents for d in sample[1:] + sample[:1]]}
     timed = time.perf_counter()
-    score_pairs(teacher, [(probe, d.contents) for d in sample[:16]], batch_size=16)
+    score_pairs(teacher, [(columns["query"][0], d.contents) for d in sample[:16]], batch_size=16)
     per_pair = (time.perf_counter() - timed) / min(len(sample), 16)
     if settings.queries:
         labelling = per_pair * min(settings.queries, len(docs)) * settings.depth
@@ -265,8 +267,6 @@ def _query_count(run: _Run, docs: list[Any], teacher: Any, student: Any) -> int:
                              f"{settings.queries * settings.depth:,} candidates with the teacher alone takes about "
                              f"{labelling:.0f} s here; give a longer --budget or fewer --queries")
         return settings.queries
-    columns = {"query": [" ".join(d.contents.split()[:12]) for d in sample], "positive": [d.contents for d in sample],
-               "negative": [d.contents for d in sample[1:] + sample[:1]]}
     step = _step_seconds(student, columns, settings.batch_size, "bi-encoder") * (2 if settings.reranker else 1)
     per_query = settings.depth * per_pair + \
         (1 - settings.heldout) * settings.negatives * settings.epochs / settings.batch_size * step
