@@ -166,6 +166,7 @@ def train_late_interaction_command(
     device: Annotated[str, typer.Option(help="auto (a GPU when torch sees one), cpu or cuda.")] = "auto",
 ) -> None:
     """Train a late-interaction (ColBERT) model for colbert(model=DIR); resumes from checkpoints if interrupted."""
+    from rankstack._console import ProgressBars
     from rankstack.train.arguments import LateInteractionTraining
     from rankstack.train.late_interaction import train_late_interaction
 
@@ -174,7 +175,9 @@ def train_late_interaction_command(
                                    batch_size=batch_size, learning_rate=learning_rate, negatives=negatives,
                                    teacher=teacher, distil_weight=distil_weight, seed=seed, miner=miner,
                                    max_steps=max_steps, device=device)
-    card = train_late_interaction(dataset_dir=dataset, output=output, index=_mining_index(dataset), args=args)
+    index = _mining_index(dataset)
+    with ProgressBars() as bars:
+        card = train_late_interaction(dataset_dir=dataset, output=output, index=index, args=args, progress=bars)
     stderr.print(f"saved {card['kept']} model to {output} in {card['train_seconds']:.0f} s; dev nDCG@10 "
                  f"{card['dev_ndcg@10']}")
 

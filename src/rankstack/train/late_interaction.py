@@ -27,7 +27,7 @@ from rankstack.index.token_vectors import maxsim
 from rankstack.io import BeirDataset
 from rankstack.models.hardware import training_runtime
 from rankstack.models.late_interaction import build_late_interaction_model
-from rankstack.models.loading import canonical_model_id, require
+from rankstack.models.loading import canonical_model_id, require, resolve_model_location
 from rankstack.stages import SearchContext, parse_pipeline
 from rankstack.stages.base import candidate_texts
 from rankstack.train._run import (
@@ -40,7 +40,7 @@ from rankstack.train._run import (
 )
 from rankstack.train.arguments import LateInteractionTraining
 from rankstack.train.data import dev_qrels, mine_examples
-from rankstack.train.teachers import teacher_scores
+from rankstack.train.teachers import check_cross_encoder, teacher_scores
 from rankstack.types import Query, Run
 
 logger = logging.getLogger(__name__)
@@ -107,9 +107,11 @@ def _examples(dataset: BeirDataset, index: Index, args: LateInteractionTraining)
 
 
 def train_late_interaction(dataset_dir: str | Path, output: str | Path, index: Index, args: LateInteractionTraining,
-                           *, callbacks: list[Any] | None = None) -> dict[str, Any]:
+                           *, callbacks: list[Any] | None = None,
+                           progress: Callable[[str, int], Callable[[int], None]] | None = None) -> dict[str, Any]:
     """Train a ColBERT from ``args.base`` and save the better of it and the starting model (reranking the dev
-    queries) with its training card; resumes from an interrupted run's newest checkpoint."""
+    queries) with its training card; resumes from an interrupted run's newest checkpoint.
+    ``progress(description, total)`` gives an ``advance(n)`` for the teacher's scoring."""
     sentence_transformers = require("sentence_transformers", "train", "Training")
     datasets = require("datasets", "train", "Training")
     torch = require("torch", "train", "Training")
@@ -117,6 +119,8 @@ def train_late_interaction(dataset_dir: str | Path, output: str | Path, index: I
     started = time.perf_counter()
     output = Path(output)
     dataset = BeirDataset.open(dataset_dir)
+    if args.teacher:
+        check_cross_encoder(resolve_model_location(args.teacher), args.teacher)  # before any mining
     data, qrels = _examples(dataset, index, args)
     runtime = training_runtime("auto", args.device)
 
@@ -130,7 +134,11 @@ def train_late_interaction(dataset_dir: str | Path, output: str | Path, index: I
     base_dev = dev_ndcg(model)
     columns: dict[str, list[Any]] = dict(example_columns(data.examples))
     if args.teacher:
-        columns["label"] = teacher_scores(args.teacher, data.examples, runtime.device)
+        # The teacher's logits, unscaled (as PyLate distils): a MaxSim sums one cosine per query token (32),
+        # so its margins span units, as logits do; probabilities would squeeze every target margin under 1.
+        pairs = len(data.examples) * (args.negatives + 1)
+        columns["label"] = teacher_scores(args.teacher, data.examples, runtime.device, raw=True,
+                                          advance=progress("teacher scoring", pairs) if progress else None)
     checkpoints = checkpoint_folder(output)
     arguments = sentence_transformers.MultiVectorEncoderTrainingArguments(
         **trainer_arguments(checkpoints, args), batch_sampler="no_duplicates")
@@ -153,6 +161,7 @@ def train_late_interaction(dataset_dir: str | Path, output: str | Path, index: I
                            "loss": "MultiVectorMultipleNegativesRankingLoss"
                                    + (f" + {args.distil_weight} x MultiVectorMarginMSELoss (teacher margins)"
                                       if args.teacher else "")},
+            "teacher_labels": "logits" if args.teacher else None,
             "dev_ndcg@10": {"base": base_dev, "fine_tuned": tuned_dev, "first_stage": args.dev_first_stage},
             "kept": kept, **run_facts(resumed, started)}
     save_with_card(model, output, card)
