@@ -100,6 +100,29 @@ def judged_test_queries(data: Path, count: int) -> tuple[Any, list[Any], list[An
     return dataset, queries, [q for q in qrels if q.query_id in wanted], index
 
 
+def score_pipeline(index: Any, pipeline: str, dataset: Any, split: str = "test",
+                   measures: Sequence[str] = ("nDCG@10",), queries: list[Any] | None = None,
+                   progress: Any = None) -> dict[str, Any]:
+    """One pipeline over a split's judged queries (or the given ones): the measures, averaged over the
+    queries that ran, and ms per query of the whole pipeline (its preparation, such as encoding, apart)."""
+    from rankstack.evaluate import evaluate
+    from rankstack.evaluate.experiment import judged_queries
+    from rankstack.stages import SearchContext, parse_pipeline
+
+    qrels = dataset.qrels(split)
+    if queries is None:
+        queries, qrels, _ = judged_queries(dataset.queries(), qrels)
+    stages = parse_pipeline(pipeline, index)
+    stages.prepare(progress)
+    started = time.perf_counter()
+    run = stages.transform(queries, context=SearchContext(ignore_identical_ids=True))
+    seconds = time.perf_counter() - started
+    wanted = {q.query_id for q in queries}
+    figures = evaluate(run, [r for r in qrels if r.query_id in wanted], list(measures)).aggregate
+    return {**{m: round(figures[m], 4) for m in measures}, "ms_per_query": round(1000 * seconds / len(queries), 1),
+            "queries": len(queries)}
+
+
 # One definition of the CPU classes, the package's: precision=auto chooses by the same class a result records.
 from rankstack.models.hardware import CPU_FLAGS, cpu_class, cpu_flags  # noqa: E402
 

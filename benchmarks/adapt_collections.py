@@ -22,16 +22,13 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import time
 from pathlib import Path
 from typing import Any
 
-from _common import describe_model, require_data, result_machine, write_result
+from _common import describe_model, require_data, result_machine, score_pipeline, write_result
 
-from rankstack.evaluate import evaluate
 from rankstack.index.cache import open_or_build
 from rankstack.io import BeirDataset
-from rankstack.stages import SearchContext, parse_pipeline
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data"
@@ -51,17 +48,7 @@ def adapted_pipelines(model: str, suggested: str) -> dict[str, str]:
 
 
 def score(index: Any, dataset: BeirDataset, pipeline: str) -> dict[str, Any]:
-    qrels = dataset.qrels("test")
-    judged = {r.query_id for r in qrels}
-    queries = [q for q in dataset.queries() if q.query_id in judged]
-    stages = parse_pipeline(pipeline, index)
-    stages.prepare(None)
-    started = time.perf_counter()
-    run = stages.transform(queries, context=SearchContext(ignore_identical_ids=True))
-    seconds = time.perf_counter() - started
-    figures = evaluate(run, qrels, list(MEASURES)).aggregate
-    return {"pipeline": pipeline, **{m: round(figures[m], 4) for m in MEASURES},
-            "ms_per_query": round(1000 * seconds / len(queries), 1), "queries": len(queries)}
+    return {"pipeline": pipeline, **score_pipeline(index, pipeline, dataset, "test", MEASURES)}
 
 
 def best(systems: dict[str, dict[str, Any]], names: list[str]) -> tuple[str, float]:

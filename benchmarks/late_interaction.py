@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import result_machine, write_result
+from _common import result_machine, score_pipeline, write_result
 
 from rankstack._console import progress_bar
 from rankstack.evaluate import evaluate
@@ -67,16 +67,7 @@ def judged_queries(dataset: BeirDataset, split: str) -> list[Any]:
 
 def measure(index: Index, pipeline: str, dataset: BeirDataset, split: str, queries: list[Any] | None = None,
             progress: Any = None) -> dict[str, Any]:
-    stages = parse_pipeline(pipeline, index)
-    stages.prepare(progress)
-    queries = queries if queries is not None else judged_queries(dataset, split)
-    started = time.perf_counter()
-    run = stages.transform(queries, context=SearchContext(ignore_identical_ids=True))
-    seconds = time.perf_counter() - started
-    wanted = {q.query_id for q in queries}
-    ndcg = evaluate(run, [r for r in dataset.qrels(split) if r.query_id in wanted], ["nDCG@10"]).aggregate["nDCG@10"]
-    return {"nDCG@10": round(ndcg, 4), "ms_per_query": round(1000 * seconds / len(queries), 1),
-            "queries": len(queries)}
+    return score_pipeline(index, pipeline, dataset, split, queries=queries, progress=progress)
 
 
 def folder_bytes(folder: Path) -> int:
