@@ -248,18 +248,24 @@ def test_an_epoch_the_sized_count_cannot_finish_is_cut_to_the_budget(monkeypatch
     from rankstack.train import adapt as adapt_module
 
     monkeypatch.setattr(adapt_module, "_step_seconds", lambda *args, **kwargs: 10.0)
-    columns = {"query": [f"q{i}" for i in range(320)], "positive": ["p"] * 320, "negative": ["n"] * 320,
-               "label": [0.1] * 320}  # 10 steps of 32 rows: 100 s, with 60 s left
+    rows = 960  # 30 steps of 32 rows: 300 s
+    columns = {"query": [f"q{i // 3}" for i in range(rows)], "positive": ["p"] * rows, "negative": ["n"] * rows,
+               "label": [0.1] * rows}  # 3 negatives, so 3 rows, to a pseudo-query
 
-    def check(**overrides: Any) -> tuple[float, float, dict[str, list[Any]]]:
-        settings = AdaptSettings(teacher="t", batch_size=32, budget_seconds=60.0, **overrides)
+    def check(budget: float, **overrides: Any) -> tuple[float, float, dict[str, list[Any]]]:
+        settings = AdaptSettings(teacher="t", batch_size=32, budget_seconds=budget, negatives=3, **overrides)
         return adapt_module._check_training_budget(adapt_module._Run(settings, "corpus", Path("out")), None, None,
                                                    columns, heldout=0)
 
-    needed, _, cut = check()  # the count was the command's own choice: train on what fits
-    assert len(cut["query"]) == 5 * 32 and cut["query"] == columns["query"][:160] and needed == 50.0
-    with pytest.raises(AdaptError, match="too short to finish one epoch: 10 training steps take about 100 s"):
-        check(queries=300)  # the user's count is theirs to change
+    needed, _, cut = check(105.0)  # the count was the command's own choice: train on what fits
+    # 10 steps fit (320 rows); the cut ends where a pseudo-query's rows end: 318 rows, 106 whole queries
+    assert cut["query"] == columns["query"][:318] and cut["query"][-1] != columns["query"][318]
+    assert needed == 100.0
+    # 4 steps fit: 128 rows, 42 pseudo-queries, fewer than the 50 worth training on (rows would be 126 >= 50)
+    with pytest.raises(AdaptError, match="too short to finish one epoch: 30 training steps take about 300 s"):
+        check(45.0)
+    with pytest.raises(AdaptError, match="too short to finish one epoch"):
+        check(100.0, queries=300)  # the user's count is theirs to change
 
 
 def test_without_a_teacher_the_default_is_looked_up_offline_and_its_absence_explained(

@@ -299,9 +299,11 @@ def _check_training_budget(run: _Run, student: Any, reranker: Any | None, column
     if step * steps + check_cost <= remaining:
         return step * steps, check_cost, columns
     fitting = int((remaining - check_cost) / step / settings.epochs) * settings.batch_size
-    if settings.queries is None and fitting >= MIN_AUTO_QUERIES:
-        logger.warning("the labelling took longer than timed: training on the first %d of %d rows, which fit the "
-                       "budget", fitting, len(columns["query"]))
+    # rows come ``negatives`` to a pseudo-query, grouped by it: cut at a query's end, and count queries
+    fitting -= fitting % settings.negatives
+    if settings.queries is None and fitting // settings.negatives >= MIN_AUTO_QUERIES:
+        logger.warning("the labelling took longer than timed: training on the first %d of %d rows (%d pseudo-queries),"
+                       " which fit the budget", fitting, len(columns["query"]), fitting // settings.negatives)
         cut = {name: values[:fitting] for name, values in columns.items()}
         return step * math.ceil(fitting / settings.batch_size) * settings.epochs, check_cost, cut
     enough = math.ceil((settings.budget_seconds - remaining + step * steps + check_cost) / 60)
