@@ -10,17 +10,27 @@ from dataclasses import dataclass
 
 
 @dataclass(frozen=True, kw_only=True)
-class BiEncoderTraining:
-    """Arguments of :func:`rankstack.train.bi_encoder.train_bi_encoder`."""
+class _CommonTraining:
+    """What every trainer takes alike (each class below adds its own and may change a default)."""
 
-    base: str = "default"
-    """The starting model: local path or Hugging Face id."""
     split: str = "train"
     miner: str = "bm25%30"
     dev_fraction: float = 0.1
     seed: int = 42
-    """Data: the qrels split trained on, the first stage mining hard negatives, the share of its queries
-    held out for model selection and the seed of that draw (and of training)."""
+    """The qrels split trained on, the first stage mining hard negatives (and giving dev candidates), the
+    share of the split's queries held out for model selection, and the seed of that draw and of training."""
+    max_steps: int = -1
+    device: str = "auto"
+    """-1 runs every epoch, else training stops after this many steps; the device (``auto``: the GPU when
+    torch sees one)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class BiEncoderTraining(_CommonTraining):
+    """Arguments of :func:`rankstack.train.bi_encoder.train_bi_encoder`."""
+
+    base: str = "default"
+    """The starting model: local path or Hugging Face id."""
     teacher: str | None = None
     negatives: int = 1
     pseudo_queries: int = 0
@@ -32,40 +42,30 @@ class BiEncoderTraining:
     epochs: int = 1
     batch_size: int = 32
     learning_rate: float = 2e-5
-    max_steps: int = -1
     save_steps: int = 10
-    device: str = "auto"
-    """Optimisation: ``max_steps`` -1 runs every epoch; a checkpoint every ``save_steps`` steps; the device
-    (``auto``: the GPU when torch sees one)."""
+    """Optimisation: a checkpoint every ``save_steps`` steps."""
 
 
 @dataclass(frozen=True, kw_only=True)
-class CrossEncoderTraining:
+class CrossEncoderTraining(_CommonTraining):
     """Arguments of :func:`rankstack.train.cross_encoder.train_cross_encoder`."""
 
     base: str = "default"
     max_length: int = 256
     """The starting transformer (local path or Hugging Face id) and the tokens of one (query, document) input."""
-    split: str = "train"
-    miner: str = "bm25%30"
     negatives: int = 7
-    dev_fraction: float = 0.1
-    seed: int = 42
-    """Data: the qrels split trained on, the first stage mining ``negatives`` hard negatives per positive
-    (and giving the dev candidates), the share of queries held out for model selection, the seed."""
+    """Hard negatives the miner gives per positive."""
     epochs: int = 2
     batch_size: int = 8
     learning_rate: float = 3e-5
-    max_steps: int = -1
     save_steps: int = 50
     precision: str = "auto"
-    device: str = "auto"
-    """Optimisation: ``max_steps`` -1 runs every epoch; a checkpoint every ``save_steps`` steps; bf16
-    autocast when ``precision`` resolves to bf16."""
+    """Optimisation: a checkpoint every ``save_steps`` steps; bf16 autocast when ``precision`` resolves to
+    bf16."""
 
 
 @dataclass(frozen=True, kw_only=True)
-class DistillationTraining:
+class DistillationTraining(_CommonTraining):
     """Arguments of :func:`rankstack.train.compress.distil_cross_encoder`."""
 
     teacher: str
@@ -73,28 +73,21 @@ class DistillationTraining:
     max_length: int = 256
     """The cross-encoder compressed (local path or Hugging Face id), how many of its layers the student
     keeps, and the tokens of one (query, document) input."""
-    split: str = "train"
-    miner: str = "bm25%30"
     negatives: int = 7
     pseudo_queries: int = 0
-    dev_fraction: float = 0.1
-    seed: int = 42
-    """Data: the qrels split, the first stage mining ``negatives`` documents per positive, how many
-    unlabelled lists (titles as queries) are added, the share of queries held out for dev, the seed."""
+    """Data: the documents mined per positive, and how many unlabelled lists (titles as queries) are added."""
     epochs: int = 2
     batch_size: int = 16
     learning_rate: float = 5e-5
-    max_steps: int = -1
     save_steps: int = 50
     precision: str = "auto"
-    device: str = "auto"
     hidden_weight: float = 20.0
     """Optimisation: as for cross-encoders; ``hidden_weight`` weighs the hidden-state loss against the
     score margins (0: margins only)."""
 
 
 @dataclass(frozen=True, kw_only=True)
-class SplitTraining:
+class SplitTraining(_CommonTraining):
     """Arguments of :func:`rankstack.train.split.train_split_cross_encoder`."""
 
     teacher: str
@@ -109,25 +102,18 @@ class SplitTraining:
     """The layout: lower layers reading query and document apart, the longest query and document in
     tokens, whether documents' stopwords are pruned after the split layers, whether the query reads the
     document in them."""
-    split: str = "train"
-    miner: str = "bm25%30"
     list_size: int = 16
     pseudo_queries: int = 0
     pseudo_query_source: str = "title"
-    dev_fraction: float = 0.1
-    seed: int = 42
-    """Data: the qrels split, the first stage mining lists of ``list_size`` documents (a positive and
-    its best unjudged others), unlabelled lists added and what of a document is their query, the share
-    of queries held out for dev, the seed."""
+    """Data: lists of ``list_size`` mined documents (a positive and its best unjudged others), unlabelled
+    lists added and what of a document is their query."""
     epochs: int = 1
     learning_rate: float = 5e-5
-    max_steps: int = -1
     save_steps: int = 100
     precision: str = "auto"
-    device: str = "auto"
     hidden_weight: float = 1.0
-    """Optimisation: one list per step; ``max_steps`` -1 runs every epoch; a checkpoint every
-    ``save_steps`` steps; ``hidden_weight`` weighs the token-state loss next to the score margins."""
+    """Optimisation: one list per step; a checkpoint every ``save_steps`` steps; ``hidden_weight`` weighs
+    the token-state loss next to the score margins."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -141,7 +127,7 @@ class SoupSettings:
 
 
 @dataclass(frozen=True, kw_only=True)
-class SparseTraining:
+class SparseTraining(_CommonTraining):
     """Arguments of :func:`rankstack.train.sparse.train_sparse`."""
 
     base: str = "default"
@@ -149,23 +135,17 @@ class SparseTraining:
     head_bias: float = -8.0
     """The starting transformer (local path or Hugging Face id), the tokens of one text, and the starting
     bias of the MLM head (negative: each text starts with only its best-matching terms active)."""
-    split: str = "train"
-    miner: str = "bm25%30"
-    dev_fraction: float = 0.1
     dev_depth: int = 30
-    seed: int = 42
-    """Data: the qrels split, the first stage mining one hard negative per positive, the share of queries
-    held out for dev, how many of the miner's candidates per dev query the dev figure retrieves among."""
+    """How many of the miner's candidates per dev query the dev figure retrieves among (one hard negative
+    is mined per positive)."""
     epochs: int = 1
     batch_size: int = 16
     learning_rate: float = 5e-5
-    max_steps: int = -1
     save_steps: int = 25
-    device: str = "auto"
     document_regularizer: float = 1e-3
     query_regularizer: float = 1e-3
     regularizer_warmup: float = 1 / 3
-    """Optimisation: ``max_steps`` -1 runs every epoch; the FLOPS regulariser's weights on documents and
+    """Optimisation: the FLOPS regulariser's weights on documents and
     queries, reached after the first ``regularizer_warmup`` of the steps (a quadratic ramp from 0)."""
     inference_free_queries: bool = False
     static_learning_rate: float = 1e-3
@@ -174,7 +154,7 @@ class SparseTraining:
 
 
 @dataclass(frozen=True, kw_only=True)
-class LateInteractionTraining:
+class LateInteractionTraining(_CommonTraining):
     """Arguments of :func:`rankstack.train.late_interaction.train_late_interaction`."""
 
     base: str = "default"
@@ -184,23 +164,15 @@ class LateInteractionTraining:
     """The starting transformer (local path or Hugging Face id), the token projection's dimension (64: 64 bytes
     per stored token in int8), the query width (short queries padded with [MASK] tokens: query augmentation)
     and the longest document in tokens."""
-    split: str = "train"
-    miner: str = "bm25%30"
     negatives: int = 3
     teacher: str | None = None
     distil_weight: float = 1.0
     dev_first_stage: str = "bm25%30"
-    dev_fraction: float = 0.1
-    seed: int = 42
-    """Data: the qrels split, the first stage mining ``negatives`` hard negatives per positive, an optional
-    cross-encoder ``teacher`` whose score margins are distilled (weighted ``distil_weight`` next to the
-    contrastive loss), the first stage whose dev candidates the model reranks for selection, the share of
-    queries held out for dev, the seed (data draw, projection and training)."""
+    """Data: ``negatives`` mined hard negatives per positive, an optional cross-encoder ``teacher`` whose
+    score margins are distilled (weighted ``distil_weight`` next to the contrastive loss), and the first
+    stage whose dev candidates the model reranks for selection (the seed also draws the projection)."""
     epochs: int = 1
     batch_size: int = 16
     learning_rate: float = 3e-5
-    max_steps: int = -1
     save_steps: int = 50
-    device: str = "auto"
-    """Optimisation: ``max_steps`` -1 runs every epoch; a checkpoint every ``save_steps`` steps; the device
-    (``auto``: the GPU when torch sees one)."""
+    """Optimisation: a checkpoint every ``save_steps`` steps."""
