@@ -26,7 +26,7 @@ from rankstack.train.adapt import AdaptError, AdaptSettings, adapt, parse_budget
 from rankstack.train.adapt_lists import make_queries  # noqa: E402
 from rankstack.train.generators import EndpointGenerator, GeneratorError, load_generator  # noqa: E402
 from rankstack.train.pseudo_queries import make_pseudo_queries, words  # noqa: E402
-from rankstack.train.self_check import teacher_grades  # noqa: E402
+from rankstack.train.self_check import source_ranks, teacher_grades  # noqa: E402
 from rankstack.types import Doc  # noqa: E402
 
 TOPICS = {
@@ -190,6 +190,8 @@ def test_each_source_keeps_its_promise() -> None:
 
 def test_teacher_grades_and_budgets() -> None:
     assert teacher_grades([0.1, 5.0, 3.0, 2.0, -1.0]) == [1, 3, 2, 2, 1]
+    # the source document is first in each list: its rank counts only others scoring strictly higher
+    assert source_ranks([[0.1, 5.0, 3.0, -1.0], [2.0, 2.0, 1.0], [9.0]]) == [3, 1, 1]
     assert parse_budget("30m") == 1800 and parse_budget("1h30m") == 5400 and parse_budget("90") == 90
     with pytest.raises(RankstackError, match="30m, 90s"):
         parse_budget("soon")

@@ -26,6 +26,12 @@ def teacher_grades(scores: Sequence[float]) -> list[int]:
     return grades
 
 
+def source_ranks(scores: Sequence[Sequence[float]]) -> list[int]:
+    """The rank of each list's first candidate (a pseudo-query's source document) by its scores: 1 + how many
+    others score higher (a tie goes to the source)."""
+    return [1 + sum(1 for s in row[1:] if s > row[0]) for row in scores]
+
+
 def agreement(lists: Sequence[LabelledList], predicted: Sequence[Sequence[float]]) -> float:
     """Mean nDCG@10 of the predicted orderings against the teacher's grades."""
     run = Run.from_scores({x.query.query_id: dict(zip(x.doc_ids, map(float, p), strict=True))
