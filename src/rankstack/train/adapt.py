@@ -267,7 +267,13 @@ def _query_count(run: _Run, docs: list[Any], teacher: Any, student: Any) -> int:
                              f"{settings.queries * settings.depth:,} candidates with the teacher alone takes about "
                              f"{labelling:.0f} s here; give a longer --budget or fewer --queries")
         return settings.queries
-    step = _step_seconds(student, columns, settings.batch_size, "bi-encoder") * (2 if settings.reranker else 1)
+    step = _step_seconds(student, columns, settings.batch_size, "bi-encoder")
+    if settings.reranker:  # the reranker trains on the same rows after the bi-encoder: its own step, timed
+        from rankstack.models.cross_heads import build_segment_cross_encoder
+
+        reranker = build_segment_cross_encoder(resolve_model_location(settings.base), settings.max_length)
+        step += _step_seconds(reranker, columns, settings.batch_size, "cross-encoder")
+        del reranker
     per_query = settings.depth * per_pair + \
         (1 - settings.heldout) * settings.negatives * settings.epochs / settings.batch_size * step
     available = 0.8 * (run.deadline - time.perf_counter())
