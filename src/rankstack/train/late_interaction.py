@@ -134,8 +134,8 @@ def train_late_interaction(dataset_dir: str | Path, output: str | Path, index: I
     base_dev = dev_ndcg(model)
     columns: dict[str, list[Any]] = dict(example_columns(data.examples))
     if args.teacher:
-        # The teacher's logits, unscaled (as PyLate distils): a MaxSim sums one cosine per query token (32),
-        # so its margins span units, as logits do; probabilities would squeeze every target margin under 1.
+        # The teacher's logits, unscaled: a MaxSim sums one cosine per query token (32), so its margins span
+        # units, as logits' do; probabilities would squeeze every target margin under 1.
         pairs = len(data.examples) * (args.negatives + 1)
         columns["label"] = teacher_scores(args.teacher, data.examples, runtime.device, raw=True,
                                           advance=progress("teacher scoring", pairs) if progress else None)
