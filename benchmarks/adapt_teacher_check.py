@@ -82,18 +82,20 @@ def main() -> None:
     settings = AdaptSettings(teacher=args.teacher)
     teacher = _load_teacher(resolve_model_location(args.teacher), settings.max_length)
     student = SentenceTransformer(resolve_model_location(settings.base), device="cpu")
-    systems = {}
-    for name in args.collections:
+    systems: dict[str, Any] = {}
+    for name in args.collections:  # written after each collection: a stopped run keeps what it measured
         require_data(args.data / name, name)
         systems[name] = check_collection(args.data / name, teacher, student, settings, args.queries)
         print(name, json.dumps(systems[name]), flush=True)
-    path = write_result("adapt_teacher_check", variant=args.variant or "default",
-                        settings={"teacher": describe_model(args.teacher), "student": settings.base,
-                                  "queries_per_collection": args.queries, "source": settings.source,
-                                  "hybrid": settings.hybrid, "depth": settings.depth, "seed": settings.seed},
-                        systems=systems, ratios={name: round(s["teacher_source_mrr"] - s["student_source_mrr"], 4)
-                                                 for name, s in systems.items()},
-                        targets={}, targets_met={}, machine=result_machine())
+        path = write_result("adapt_teacher_check", variant=args.variant or "default",
+                            settings={"teacher": describe_model(args.teacher), "student": settings.base,
+                                      "queries_per_collection": args.queries, "source": settings.source,
+                                      "hybrid": settings.hybrid, "depth": settings.depth, "seed": settings.seed,
+                                      "collections_asked": args.collections},
+                            systems=systems,
+                            ratios={n: round(s["teacher_source_mrr"] - s["student_source_mrr"], 4)
+                                    for n, s in systems.items()},
+                            targets={}, targets_met={}, machine=result_machine())
     print(f"written to {path}")
 
 
