@@ -28,10 +28,10 @@ from _common import describe_model, require_data, result_machine, result_path, w
 from rankstack.index.cache import open_or_build
 from rankstack.models.hardware import cpu_class
 from rankstack.models.loading import resolve_model_location
-from rankstack.train.adapt import _load_teacher
 from rankstack.train.adapt_lists import corpus_documents, label_lists, make_queries
 from rankstack.train.adapt_settings import AdaptSettings
 from rankstack.train.self_check import source_ranks
+from rankstack.train.teachers import load_teacher
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data"
@@ -80,7 +80,7 @@ def main() -> None:
     from sentence_transformers import SentenceTransformer
 
     settings = AdaptSettings(teacher=args.teacher)
-    teacher = _load_teacher(resolve_model_location(args.teacher), settings.max_length)
+    teacher = load_teacher(resolve_model_location(args.teacher), settings.max_length)
     student = SentenceTransformer(resolve_model_location(settings.base), device="cpu")
     systems: dict[str, Any] = {}
     for name in args.collections:  # written after each collection: a stopped run keeps what it measured

@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rankstack.errors import EmptyInputError, ModelLoadError, RankstackError
+from rankstack.errors import EmptyInputError
 from rankstack.index import Index
 from rankstack.models.loading import canonical_model_id, require, resolve_model_location
 from rankstack.stages import parse_pipeline
@@ -53,7 +53,7 @@ from rankstack.train.adapt_settings import (
 from rankstack.train.arguments import BiEncoderTraining
 from rankstack.train.pseudo_queries import check_source
 from rankstack.train.self_check import self_check, suggested_pipeline
-from rankstack.train.teachers import check_cross_encoder, resolve_teacher, score_pairs
+from rankstack.train.teachers import check_cross_encoder, load_teacher, resolve_teacher, score_pairs
 
 logger = logging.getLogger(__name__)
 CARD = "adapt_card.json"
@@ -209,18 +209,6 @@ def adapt(corpus: str | Path, output: str | Path, settings: AdaptSettings, *, in
     return card
 
 
-def _load_teacher(location: str, max_length: int) -> Any:
-    from rankstack.models.cross_heads import load_cross_encoder
-
-    try:
-        return load_cross_encoder(location, max_length)
-    except RankstackError:
-        raise
-    except Exception as error:  # noqa: BLE001 - any loader failure becomes one clear message
-        raise ModelLoadError(f"{location}: could not load the teacher as a cross-encoder "
-                             f"({str(error)[:200]}); give a cross-encoder directory or Hugging Face id") from None
-
-
 def _labelled_lists(run: _Run, index: Index, docs: list[Any], teacher_location: str, student: Any,
                     progress: ProgressFactory | None) -> tuple[list[LabelledList], bool]:
     """The lists an interrupted earlier run with the same data settings saved, else new ones (as many as the
@@ -232,7 +220,7 @@ def _labelled_lists(run: _Run, index: Index, docs: list[Any], teacher_location: 
     phase = time.perf_counter()
     # the hybrid's vectors first (encoding a large corpus takes a while), so the budget left is known when sizing
     parse_pipeline(hybrid_pipeline(settings.hybrid, settings.base), index).prepare(progress)
-    teacher = _load_teacher(teacher_location, settings.max_length)
+    teacher = load_teacher(teacher_location, settings.max_length)
     count = _query_count(run, docs, teacher, student)
     queries = make_queries(docs, settings, count)
     if len(queries) < 20:

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from rankstack.errors import ModelLoadError
+from rankstack.errors import ModelLoadError, RankstackError
 from rankstack.models.loading import SPLIT_CONFIG, resolve_model_location
 from rankstack.train.adapt_settings import AdaptError
 
@@ -66,6 +66,19 @@ def check_cross_encoder(location: str, name: str) -> None:
     raise ModelLoadError(f"{config if config.is_file() else root}: teacher {name} is {what}; --teacher needs a "
                          "cross-encoder that scores (query, document) pairs, such as one trained with "
                          "`rankstack train cross-encoder` or a Hugging Face cross-encoder/... model")
+
+
+def load_teacher(location: str, max_length: int) -> Any:
+    """The teacher cross-encoder at ``location``; any loader failure becomes one message naming it."""
+    from rankstack.models.cross_heads import load_cross_encoder
+
+    try:
+        return load_cross_encoder(location, max_length)
+    except RankstackError:
+        raise
+    except Exception as error:  # noqa: BLE001 - any loader failure becomes one clear message
+        raise ModelLoadError(f"{location}: could not load the teacher as a cross-encoder "
+                             f"({str(error)[:200]}); give a cross-encoder directory or Hugging Face id") from None
 
 
 def margin_scale(scores: Any) -> float:
