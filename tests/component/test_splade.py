@@ -197,6 +197,56 @@ def test_training_a_few_steps_saves_a_loadable_splade_model(tiny_beir: Path, tin
     assert weights.shape[0] == 1 and weights.nnz > 0
 
 
+def test_training_with_a_teacher_fits_its_margins_and_refuses_a_bi_encoder_teacher(
+        tiny_beir: Path, tiny_index: Index, tmp_path: Path) -> None:
+    from rankstack.models.loading import resolve_model_location
+    from rankstack.train.arguments import CrossEncoderTraining, SparseTraining
+    from rankstack.train.cross_encoder import train_cross_encoder
+    from rankstack.train.sparse import train_sparse
+
+    base = str(_lexical_bert(tmp_path / "base"))
+    settings = dict(base=base, split="test", max_steps=2, batch_size=2, max_length=32, dev_fraction=0.5,
+                    dev_depth=3, head_bias=-1.0, negatives=2, device="cpu")
+    with pytest.raises(ModelLoadError, match="is a bi-encoder.*--teacher needs a cross-encoder"):
+        train_sparse(tiny_beir, tmp_path / "refused", tiny_index,
+                     SparseTraining(teacher=str(resolve_model_location("default")), **settings))
+    assert not (tmp_path / "refused").exists() and not (tmp_path / ".refused.checkpoints").exists()
+
+    teacher = tmp_path / "teacher"
+    train_cross_encoder(tiny_beir, teacher, tiny_index,
+                        CrossEncoderTraining(split="test", batch_size=2, max_steps=1, negatives=1, max_length=64,
+                                             dev_fraction=0.0, precision="fp32"))
+    scored: list[int] = []
+    card = train_sparse(tiny_beir, tmp_path / "student", tiny_index,
+                        SparseTraining(teacher=str(teacher), **settings),
+                        progress=lambda description, total: scored.append)
+    assert card["teacher_labels"] == "logits" and "SparseMarginMSELoss" in card["parameters"]["loss"]
+    assert card["data"]["negatives_per_example"] == 2
+    # every example's positive and both negatives were scored once, and the progress bar heard of each pair
+    assert sum(scored) == card["data"]["examples"] * 3 > 0
+
+
+def test_the_margin_loss_is_logged_apart_and_moves_with_the_teachers_margins(splade_dir: Path) -> None:
+    from sentence_transformers import SparseEncoder
+
+    from rankstack.train.sparse import _ranking_loss
+
+    model = SparseEncoder(str(splade_dir), device="cpu")
+    loss = _ranking_loss(model, distil_weight=2.0, with_teacher=True)
+    texts = (["parrot feathers", "river boat"], ["parrot feathers bright", "river boat trip"],
+             ["stock market", "parrot feathers"])
+    embeddings = [model.encode_document(list(t), convert_to_tensor=True, convert_to_sparse_tensor=False)
+                  for t in texts]
+    agreeing = loss.compute_loss_from_embeddings(embeddings, torch.tensor([[5.0, 0.0], [5.0, 0.0]]))
+    assert set(agreeing) == {"contrastive_loss", "margin_mse_loss"}
+    margins = [float(torch.dot(embeddings[0][i], embeddings[1][i] - embeddings[2][i])) for i in range(2)]
+    expected = 2.0 * float(np.mean([(m - 5.0) ** 2 for m in margins]))
+    assert float(agreeing["margin_mse_loss"]) == pytest.approx(expected, rel=1e-4)
+    plain = _ranking_loss(model, distil_weight=2.0, with_teacher=False)
+    assert float(plain.compute_loss_from_embeddings(embeddings, None)) == pytest.approx(
+        float(agreeing["contrastive_loss"]), rel=1e-5)
+
+
 def test_inference_free_queries_train_and_search_without_the_transformer(tiny_beir: Path, tiny_index: Index,
                                                                          tmp_path: Path) -> None:
     from rankstack.models.splade import SpladeEncoder

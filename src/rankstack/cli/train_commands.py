@@ -127,17 +127,28 @@ def train_sparse_command(
     inference_free_queries: Annotated[bool, typer.Option(
         "--inference-free-queries", help="Weigh queries with a learnt table of token weights: no transformer at "
         "query time.")] = False,
+    negatives: Annotated[int, typer.Option(min=1, help="Mined hard negatives per positive.")] = 1,
+    teacher: Annotated[str | None, typer.Option(help="Cross-encoder whose score margins are distilled too "
+                                                "(Margin-MSE): a directory from `rankstack train cross-encoder` "
+                                                "or a Hugging Face id.")] = None,
+    distil_weight: Annotated[float, typer.Option(min=0.0, help="Weight of the teacher's margins next to the "
+                                                 "contrastive loss.")] = 1.0,
     device: Annotated[str, typer.Option(help="auto (a GPU when torch sees one), cpu or cuda.")] = "auto",
 ) -> None:
-    """Train a SPLADE learned sparse retriever (ranking loss + FLOPS regulariser); resumes if interrupted."""
+    """Train a SPLADE learned sparse retriever (ranking loss + FLOPS regulariser, distilled from a cross-encoder
+    with --teacher); resumes if interrupted."""
+    from rankstack._console import ProgressBars
     from rankstack.train.arguments import SparseTraining
     from rankstack.train.sparse import train_sparse
 
     args = SparseTraining(base=base, split=split, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
                           max_length=max_length, seed=seed, miner=miner, dev_depth=dev_depth, max_steps=max_steps,
                           document_regularizer=document_regularizer, query_regularizer=query_regularizer,
-                          head_bias=head_bias, inference_free_queries=inference_free_queries, device=device)
-    card = train_sparse(dataset_dir=dataset, output=output, index=_mining_index(dataset), args=args)
+                          head_bias=head_bias, inference_free_queries=inference_free_queries, device=device,
+                          negatives=negatives, teacher=teacher, distil_weight=distil_weight)
+    index = _mining_index(dataset)
+    with ProgressBars() as bars:
+        card = train_sparse(dataset_dir=dataset, output=output, index=index, args=args, progress=bars)
     stderr.print(f"saved a SPLADE model to {output} in {card['train_seconds']:.0f} s; dev nDCG@10 "
                  f"{card['dev_ndcg@10']}; active terms per document {card['active_terms_per_doc']}")
 

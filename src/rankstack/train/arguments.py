@@ -136,8 +136,13 @@ class SparseTraining(_CommonTraining):
     """The starting transformer (local path or Hugging Face id), the tokens of one text, and the starting
     bias of the MLM head (negative: each text starts with only its best-matching terms active)."""
     dev_depth: int = 30
-    """How many of the miner's candidates per dev query the dev figure retrieves among (one hard negative
-    is mined per positive)."""
+    """How many of the miner's candidates per dev query the dev figure retrieves among."""
+    negatives: int = 1
+    teacher: str | None = None
+    distil_weight: float = 1.0
+    """Data: ``negatives`` mined hard negatives per positive, and an optional cross-encoder ``teacher`` whose
+    score margins (its logits) the sparse dot products also fit, weighted ``distil_weight`` next to the
+    contrastive loss (Margin-MSE, as SPLADE v2's distillation)."""
     epochs: int = 1
     batch_size: int = 16
     learning_rate: float = 5e-5

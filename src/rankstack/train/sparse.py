@@ -7,11 +7,13 @@ the word embeddings (tied), the transform starts as the identity (dense = I, Lay
 decoder bias starts at ``head_bias`` (negative), so that from the first step each text activates only
 its best-matching vocabulary entries (the text's own words and near neighbours) instead of all 30k.
 
-The loss is SparseMultipleNegativesRankingLoss (in-batch negatives plus one hard negative mined by a
-first stage) wrapped in SpladeLoss with the FLOPS regulariser on queries and documents, its weight
-ramped up quadratically over the first ``regularizer_warmup`` of training. The held-out dev queries are
-the ones the other trainers hold out; their nDCG@10 is measured over the dev candidates (the miner's
-top ``dev_depth`` plus the judged documents), which keeps dev scoring to a few hundred encodings.
+The loss is SparseMultipleNegativesRankingLoss (in-batch negatives plus hard negatives mined by a
+first stage), with a cross-encoder ``teacher`` plus Margin-MSE on the teacher's logits (the sparse dot
+products' margins between the positive and each negative fitted to the teacher's), wrapped in SpladeLoss
+with the FLOPS regulariser on queries and documents, its weight ramped up quadratically over the first
+``regularizer_warmup`` of training. The held-out dev queries are the ones the other trainers hold out;
+their nDCG@10 is measured over the dev candidates (the miner's top ``dev_depth`` plus the judged
+documents), which keeps dev scoring to a few hundred encodings.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +45,7 @@ from rankstack.train._run import (
 )
 from rankstack.train.arguments import SparseTraining
 from rankstack.train.data import dev_qrels, mine_examples
+from rankstack.train.teachers import check_cross_encoder, teacher_scores
 from rankstack.types import Query, Run
 
 logger = logging.getLogger(__name__)
@@ -147,10 +151,34 @@ def _mean_active(model: Any, texts: list[str]) -> float | None:
     return round(float(np.diff(encoded.indptr).mean()), 1)
 
 
+def _ranking_loss(model: Any, distil_weight: float, with_teacher: bool) -> Any:
+    """The loss SpladeLoss wraps: contrastive, plus the teacher's margins weighted ``distil_weight`` when there
+    is a teacher (both from the one set of embeddings SpladeLoss computes, each logged apart)."""
+    from sentence_transformers.sparse_encoder.losses import SparseMarginMSELoss, SparseMultipleNegativesRankingLoss
+
+    contrastive = SparseMultipleNegativesRankingLoss(model)
+    if not with_teacher:
+        return contrastive
+    margins = SparseMarginMSELoss(model)
+
+    class ContrastiveAndMargins(type(contrastive)):  # type: ignore[misc,valid-type]
+        def __init__(self) -> None:
+            super().__init__(model)
+            self.margins = margins
+
+        def compute_loss_from_embeddings(self, embeddings: list[Any], labels: Any) -> dict[str, Any]:
+            return {"contrastive_loss": super().compute_loss_from_embeddings(embeddings, labels),
+                    "margin_mse_loss": distil_weight * self.margins.compute_loss_from_embeddings(embeddings, labels)}
+
+    return ContrastiveAndMargins()
+
+
 def train_sparse(dataset_dir: str | Path, output: str | Path, index: Index, args: SparseTraining, *,
-                 callbacks: list[Any] | None = None) -> dict[str, Any]:
+                 callbacks: list[Any] | None = None,
+                 progress: Callable[[str, int], Callable[[int], None]] | None = None) -> dict[str, Any]:
     """Train a SPLADE model on ``args.base`` and save it (a sentence-transformers SparseEncoder directory)
-    with its training card; resumes from an interrupted run's newest checkpoint."""
+    with its training card; resumes from an interrupted run's newest checkpoint.
+    ``progress(description, total)`` gives an ``advance(n)`` for the teacher's scoring."""
     require("sentence_transformers", "train", "Training")
     datasets = require("datasets", "train", "Training")
     require("accelerate", "train", "Training")
@@ -158,12 +186,14 @@ def train_sparse(dataset_dir: str | Path, output: str | Path, index: Index, args
     from sentence_transformers.sparse_encoder.callbacks.splade_callbacks import (
         SpladeRegularizerWeightSchedulerCallback,
     )
-    from sentence_transformers.sparse_encoder.losses import SparseMultipleNegativesRankingLoss, SpladeLoss
+    from sentence_transformers.sparse_encoder.losses import SpladeLoss
 
     started = time.perf_counter()
     output = Path(output)
     dataset = BeirDataset.open(dataset_dir)
-    data = mine_examples(dataset, index, args.split, args.miner, negatives_per_positive=1,
+    if args.teacher:
+        check_cross_encoder(resolve_model_location(args.teacher), args.teacher)  # before any mining
+    data = mine_examples(dataset, index, args.split, args.miner, negatives_per_positive=args.negatives,
                          dev_fraction=args.dev_fraction, seed=args.seed)
     logger.info("training data: %s", data.to_json())
     model = build_splade_model(args.base, args.max_length, args.head_bias, args.inference_free_queries)
@@ -171,7 +201,13 @@ def train_sparse(dataset_dir: str | Path, output: str | Path, index: Index, args
     dev_ndcg = dev_retrieval(index, data.dev_queries, qrels, args.miner, args.dev_depth)
     probe = [e[1] for e in data.examples[:32]]
     active_before = _mean_active(model, probe)
-    loss = SpladeLoss(model, SparseMultipleNegativesRankingLoss(model),
+    columns: dict[str, list[Any]] = dict(example_columns(data.examples))
+    if args.teacher:
+        # The teacher's logits, unscaled: a SPLADE score is an unbounded dot product, as a logit is.
+        pairs = len(data.examples) * (args.negatives + 1)
+        columns["label"] = teacher_scores(args.teacher, data.examples, training_runtime("auto", args.device).device,
+                                          raw=True, advance=progress("teacher scoring", pairs) if progress else None)
+    loss = SpladeLoss(model, _ranking_loss(model, args.distil_weight, bool(args.teacher)),
                       document_regularizer_weight=args.document_regularizer,
                       query_regularizer_weight=None if args.inference_free_queries else args.query_regularizer)
     schedule = SpladeRegularizerWeightSchedulerCallback(loss, scheduler_type="quadratic",
@@ -179,25 +215,30 @@ def train_sparse(dataset_dir: str | Path, output: str | Path, index: Index, args
     checkpoints = checkpoint_folder(output)
     routing: dict[str, Any] = {}
     if args.inference_free_queries:  # queries to the static table (learning fast), documents to the transformer
-        routing = {"router_mapping": {"query": "query", "positive": "document", "negative_1": "document"},
+        routing = {"router_mapping": {"query": "query", "positive": "document",
+                                      **{f"negative_{k + 1}": "document" for k in range(args.negatives)}},
                    "learning_rate_mapping": {r"sub_modules\.query\.0\.weight": args.static_learning_rate}}
     arguments = SparseEncoderTrainingArguments(**trainer_arguments(checkpoints, args), batch_sampler="no_duplicates",
                                                **routing)
     trainer = SparseEncoderTrainer(model=model, args=arguments,
-                                   train_dataset=datasets.Dataset.from_dict(example_columns(data.examples)),
+                                   train_dataset=datasets.Dataset.from_dict(columns),
                                    loss=loss, callbacks=[schedule, *(callbacks or [])])
     resumed = train_resuming(trainer, checkpoints)
     tuned_dev = dev_ndcg(model)
     card = {"kind": "splade", "base": canonical_model_id(args.base), "dataset": str(dataset.root),
-            "split": args.split, "data": data.to_json(), "miner": args.miner,
-            "parameters": {"epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.learning_rate,
+            "split": args.split, "data": data.to_json(), "miner": args.miner, "teacher": args.teacher,
+            "teacher_labels": "logits" if args.teacher else None,
+            "parameters": {"negatives": args.negatives, "distil_weight": args.distil_weight if args.teacher else None,
+                           "epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.learning_rate,
                            "seed": args.seed, "max_length": args.max_length, "max_steps": args.max_steps,
                            "head_bias": args.head_bias, "document_regularizer": args.document_regularizer,
                            "query_regularizer": args.query_regularizer,
                            "regularizer_warmup": args.regularizer_warmup,
                            "inference_free_queries": args.inference_free_queries,
                            "precision": training_runtime("auto", args.device).precision,
-                           "loss": "SpladeLoss(SparseMultipleNegativesRankingLoss, FLOPS, quadratic ramp)"},
+                           "loss": "SpladeLoss(SparseMultipleNegativesRankingLoss"
+                                   + (f" + {args.distil_weight} x SparseMarginMSELoss (teacher margins)"
+                                      if args.teacher else "") + ", FLOPS, quadratic ramp)"},
             "active_terms_per_doc": {"start": active_before, "trained": _mean_active(model, probe)},
             "dev_ndcg@10": {"fine_tuned": tuned_dev,
                             "candidates": f"{args.miner} top {args.dev_depth} + judged documents"},
