@@ -117,6 +117,31 @@ def test_a_worker_killed_mid_encode_still_gives_a_complete_identical_index(clust
     assert np.allclose(vectors, expected, atol=1e-5)
 
 
+def test_token_vectors_encoded_on_ray_equal_the_single_process_ones(cluster: str, tiny_beir: Path, tmp_path: Path,
+                                                                   monkeypatch, capsys) -> None:
+    from rankstack.index.token_vectors import stored_token_vectors
+    from rankstack.models.late_interaction import build_late_interaction_model, load_late_interaction
+    from tests.component.test_colbert import _tiny_bert
+
+    model = build_late_interaction_model(str(_tiny_bert(tmp_path / "bert")), dimension=16, query_tokens=16,
+                                         document_tokens=64)
+    model.save(str(tmp_path / "colbert"))
+    colbert = str(tmp_path / "colbert")
+    stored = {}
+    for mode, extra in (("local", []), ("ray", ["--ray", cluster, "--ray-workers", "2"])):
+        code, _, err = invoke(["index", str(tiny_beir), "-o", str(tmp_path / mode), "--late-interaction", colbert,
+                               *extra], monkeypatch, capsys)
+        assert code == 0, err
+        assert ("running on Ray" in err) == (mode == "ray")
+        opened = Index.open(tmp_path / mode)
+        stored[mode] = stored_token_vectors(opened.segment, load_late_interaction(colbert).model_id)
+    local, distributed = stored["local"], stored["ray"]
+    assert local is not None and distributed is not None
+    assert np.array_equal(local.offsets, distributed.offsets) and local.num_rows == distributed.num_rows > 0
+    assert np.allclose(local.decode(0, int(local.offsets[-1])), distributed.decode(0, int(distributed.offsets[-1])),
+                       atol=2e-2)  # int8 codes: one quantisation step at most
+
+
 def test_without_ray_the_error_names_the_extra(tiny_index: Index, tiny_beir: Path, tmp_path: Path, monkeypatch,
                                                 capsys) -> None:
     monkeypatch.setitem(sys.modules, "ray", None)  # as if the package were not installed

@@ -69,7 +69,8 @@ def index(
     if sparse:
         _add_splade(opened, sparse)
     if late_interaction:
-        _add_token_vectors(opened, late_interaction, token_storage)
+        with maybe_ray(ray, ray_workers):
+            _add_token_vectors(opened, late_interaction, token_storage)
 
 
 def _add_splade(opened: Any, model: str) -> None:

@@ -27,6 +27,7 @@ from rankstack.types import Query, Run, ScoredDoc
 
 ShardJob = tuple[int, list[str]]
 ShardResult = tuple[int, np.ndarray, tuple[int, int, int]]
+TokenShardResult = tuple[int, np.ndarray, np.ndarray]  # shard number, stacked token vectors, tokens per document
 
 
 def _ray() -> Any:
@@ -73,12 +74,36 @@ class _EncoderWorker:
         return os.getpid()
 
 
+class _TokenVectorWorker:
+    """A late-interaction model's token vectors for a shard: all tokens stacked, and each document's count."""
+
+    def __init__(self, model: str) -> None:
+        from rankstack.models.late_interaction import LateInteractionEncoder
+
+        self.encoder = LateInteractionEncoder(model)
+
+    def encode(self, job: ShardJob) -> TokenShardResult:
+        number, texts = job
+        vectors = self.encoder.encode_docs(texts)
+        lengths = np.array([len(v) for v in vectors], dtype=np.int64)
+        tokens = np.concatenate(vectors) if vectors else np.zeros((0, self.encoder.dimension), dtype=np.float32)
+        return number, tokens, lengths
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
 class RayShardEncoder:
-    """Encodes shards on a pool of restartable encoder actors; one actor per worker CPU by default."""
+    """Encodes shards on a pool of restartable encoder actors; one actor per worker CPU by default. A config
+    of kind ``late-interaction`` makes token vectors (one row per token), any other one dense vectors."""
 
     def __init__(self, encoder_config: dict[str, Any], workers: int | None = None) -> None:
         ray = _ray()
         count = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+        if encoder_config.get("kind") == "late-interaction":
+            tokens = ray.remote(num_cpus=1, max_restarts=-1, max_task_retries=-1)(_TokenVectorWorker)
+            self.actors = [tokens.remote(encoder_config["model"]) for _ in range(count)]
+            return
         actor = ray.remote(num_cpus=1, max_restarts=-1, max_task_retries=-1)(_EncoderWorker)
         self.actors = [actor.remote(encoder_config["model"], encoder_config["precision"],
                                     encoder_config.get("query_prefix", ""), encoder_config.get("doc_prefix", ""))
@@ -87,7 +112,7 @@ class RayShardEncoder:
     def worker_pids(self) -> list[int]:
         return list(_ray().get([a.pid.remote() for a in self.actors]))
 
-    def encode(self, jobs: Sequence[ShardJob]) -> Iterator[ShardResult]:
+    def encode(self, jobs: Sequence[ShardJob]) -> Iterator[ShardResult | TokenShardResult]:
         """Yield results as shards finish (in any order)."""
         from ray.util import ActorPool
 

@@ -49,12 +49,18 @@ _SHARD_ENCODER: ContextVar[Callable[[dict[str, Any]], Any] | None] = ContextVar(
 
 @contextmanager
 def remote_shard_encoding(factory: Callable[[dict[str, Any]], Any]) -> Iterator[None]:
-    """Within this block, build_dense encodes shards through ``factory(encoder_config).encode(jobs)``."""
+    """Within this block, build_dense (and build_token_vectors) encode shards through
+    ``factory(encoder_config).encode(jobs)``."""
     token = _SHARD_ENCODER.set(factory)
     try:
         yield
     finally:
         _SHARD_ENCODER.reset(token)
+
+
+def shard_encoder_factory() -> Callable[[dict[str, Any]], Any] | None:
+    """The factory set by :func:`remote_shard_encoding` around this call, if any."""
+    return _SHARD_ENCODER.get()
 
 
 def vectors_key(model_id: str, precision: str) -> str:

@@ -22,11 +22,12 @@ import numpy as np
 
 from rankstack._bounded import BoundedCache
 from rankstack.errors import RankstackError
-from rankstack.index.dense import dense_slug
+from rankstack.index.dense import dense_slug, shard_encoder_factory
 from rankstack.index.manifest import update_manifest
 from rankstack.models.late_interaction import LateInteractionEncoder
 
 SECTION = "late_interaction"
+LATE_INTERACTION_KIND = "late-interaction"  # the encoder config's "kind" that tells a remote pool to make token vectors
 TOKEN_STORAGES = ("int8", "float16", "float32")
 MAX_BYTES_PER_TOKEN = 64  # the budget the default storage keeps to (a 64-d model in int8)
 DEFAULT_SHARD_SIZE = 256
@@ -84,16 +85,30 @@ def build_token_vectors(index: Any, encoder: LateInteractionEncoder, storage: st
         shutil.rmtree(work)  # shards of another model or corpus are useless
     work.mkdir(parents=True, exist_ok=True)
     plan_path.write_text(json.dumps(plan))
-    paths = []
+    paths, pending = [], []
     for number, start in enumerate(range(0, segment.num_docs, shard_size)):
         path = work / f"shard-{number:06d}.npz"
         paths.append(path)
         count = min(shard_size, segment.num_docs - start)
-        if not path.exists():  # a finished shard of an interrupted run is never recomputed
+        if path.exists():  # a finished shard of an interrupted run is never recomputed
+            if progress is not None:
+                progress(count)
+        else:
+            pending.append((number, start, count))
+    remote = shard_encoder_factory()
+    if remote is not None and pending:  # Ray actors encode; this process writes the same shards
+        jobs = [(number, [d.contents for d in segment.docstore.range(start, start + count)])
+                for number, start, count in pending]
+        for number, tokens, lengths in remote({**encoder.config(), "kind": LATE_INTERACTION_KIND}).encode(jobs):
+            _save_shard(paths[number], np.split(tokens, np.cumsum(lengths)[:-1]) if len(lengths) else [])
+            if progress is not None:
+                progress(len(lengths))
+    else:
+        for number, start, count in pending:
             docs = segment.docstore.range(start, start + count)
-            _save_shard(path, encoder.encode_docs([d.contents for d in docs]))
-        if progress is not None:
-            progress(count)
+            _save_shard(paths[number], encoder.encode_docs([d.contents for d in docs]))
+            if progress is not None:
+                progress(count)
     shards, lengths = [], []
     for path in paths:
         with np.load(path) as loaded:
