@@ -39,6 +39,10 @@ def index(
         "--late-interaction", help="Also store token vectors of this late-interaction model (resumable).")] = None,
     token_storage: Annotated[str, typer.Option(help="Token vector storage: int8 (1 byte per dimension), float16 "
                                                "or float32.")] = "int8",
+    centroids: Annotated[bool | None, typer.Option(
+        "--centroids/--no-centroids", help="With --late-interaction: build the approximate index (centroids of the "
+        "token vectors) for colbert as a first stage; by default only for large collections (2M+ tokens). On an "
+        "index that has the token vectors, only the centroids are built.")] = None,
     ray: RayOption = None,
     ray_workers: RayWorkersOption = None,
 ) -> None:
@@ -70,7 +74,7 @@ def index(
         _add_splade(opened, sparse)
     if late_interaction:
         with maybe_ray(ray, ray_workers):
-            _add_token_vectors(opened, late_interaction, token_storage)
+            _add_token_vectors(opened, late_interaction, token_storage, centroids)
 
 
 def _add_splade(opened: Any, model: str) -> None:
@@ -89,18 +93,40 @@ def _add_splade(opened: Any, model: str) -> None:
                  f"document, {stored:,} bytes) in {time.perf_counter() - started:.1f} s")
 
 
-def _add_token_vectors(opened: Any, model: str, storage: str) -> None:
-    from rankstack.index.token_vectors import build_token_vectors
+def _add_token_vectors(opened: Any, model: str, storage: str, centroids: bool | None) -> None:
+    from rankstack.index.token_centroids import AUTO_FROM_TOKENS
+    from rankstack.index.token_vectors import build_token_vectors, stored_token_vectors
     from rankstack.models.late_interaction import load_late_interaction
 
     encoder = load_late_interaction(model)
+    stored = stored_token_vectors(opened.segment, encoder.model_id)
+    if not (centroids and stored is not None and stored.num_rows == opened.segment.num_docs
+            and opened.view() is opened.segment):
+        started = time.perf_counter()
+        with progress_bar(f"token vectors of {model}", total=opened.num_docs) as advance:
+            final = build_token_vectors(opened, encoder, storage, progress=advance)
+        meta = json.loads((final / "meta.json").read_text(encoding="utf-8"))
+        stderr.print(f"added {meta['tokens']:,} {encoder.dimension}-d token vectors ({storage}, "
+                     f"{meta['bytes_per_token']} bytes per token, {meta['tokens'] / max(1, meta['docs']):.0f} "
+                     f"tokens per document) in {time.perf_counter() - started:.1f} s")
+        opened.reload_manifest()
+        stored = stored_token_vectors(opened.segment, encoder.model_id)
+    if stored is None:
+        return
+    tokens = int(stored.offsets[-1])
+    if centroids is False or (centroids is None and tokens < AUTO_FROM_TOKENS):
+        return
+    _add_token_centroids(stored, tokens)
+
+
+def _add_token_centroids(stored: Any, tokens: int) -> None:
+    from rankstack.index.token_centroids import build_token_centroids
+
     started = time.perf_counter()
-    with progress_bar(f"token vectors of {model}", total=opened.num_docs) as advance:
-        final = build_token_vectors(opened, encoder, storage, progress=advance)
-    meta = json.loads((final / "meta.json").read_text(encoding="utf-8"))
-    stderr.print(f"added {meta['tokens']:,} {encoder.dimension}-d token vectors ({storage}, "
-                 f"{meta['bytes_per_token']} bytes per token, {meta['tokens'] / max(1, meta['docs']):.0f} tokens "
-                 f"per document) in {time.perf_counter() - started:.1f} s")
+    with progress_bar("clustering token vectors (approximate index)", total=tokens) as advance:
+        built = build_token_centroids(stored, progress=advance)
+    stderr.print(f"added {len(built.centroids):,} centroids and their inverted file "
+                 f"({len(built.ivf_rows):,} entries) in {time.perf_counter() - started:.1f} s")
 
 
 def _open_pipeline(index_dir: Path, pipeline: str):  # noqa: ANN202 - returns (Index, Pipeline)

@@ -11,6 +11,7 @@ only a complete set is moved into place and entered into the manifest (with sha2
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -24,6 +25,7 @@ from rankstack._bounded import BoundedCache
 from rankstack.errors import RankstackError
 from rankstack.index.dense import dense_slug, shard_encoder_factory
 from rankstack.index.manifest import update_manifest
+from rankstack.index.token_centroids import TokenCentroids
 from rankstack.models.late_interaction import LateInteractionEncoder
 
 SECTION = "late_interaction"
@@ -158,6 +160,11 @@ class TokenVectors:
         scales = directory / "scales.npy"
         self.scales = np.load(scales) if scales.exists() else None
 
+    @functools.cached_property
+    def centroids(self) -> TokenCentroids | None:
+        """The approximate index over these vectors (``token_centroids``), None when it was not built."""
+        return TokenCentroids.load(self.directory)
+
     @property
     def dimension(self) -> int:
         return int(self.meta["dimension"])
@@ -194,6 +201,17 @@ class TokenVectors:
 
     def rows(self, rows: Sequence[int]) -> list[np.ndarray]:
         return [self.decode(int(self.offsets[r]), int(self.offsets[r + 1])) for r in rows]
+
+    def maxsim_rows(self, query: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """MaxSim of one query against the given rows, their tokens gathered and decoded in one pass."""
+        starts, lengths = self.offsets[rows], np.diff(self.offsets)[rows]
+        bounds = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        positions = np.repeat(starts - bounds[:-1], lengths) + np.arange(int(bounds[-1]))
+        block = np.asarray(self.tokens[positions])
+        tokens = block.astype(np.float32) * self.scales if self.scales is not None else block.astype(np.float32)
+        scores: np.ndarray = maxsim_block(np.asarray(query, dtype=np.float32), np.zeros(1, dtype=np.int64), tokens,
+                                          bounds)[0]
+        return scores
 
     def maxsim_all(self, queries: Sequence[np.ndarray]) -> np.ndarray:
         """MaxSim of every query against every row: (queries, rows) float32, exact, in token blocks decoded

@@ -4,8 +4,11 @@ As a reranker (``bm25%100>>colbert(model=DIR)``) it scores the candidates with t
 the index (``rankstack index CORPUS -o INDEX --late-interaction DIR``), so no document is encoded at query
 time; documents without stored vectors (an index without them, or documents added live since) are encoded
 on first sight and kept in a bounded cache. As a first stage it computes exact MaxSim against every token of
-the collection: fine for collections of tens of thousands of documents, not for millions (those need an
-approximate index such as PLAID's centroids, which rankstack does not build).
+the collection (fine for tens of thousands of documents) or, where the index has centroids of the token
+vectors (built by default for large collections, ``--centroids`` to force), PLAID-style approximate search:
+candidates from each query token's ``nprobe`` nearest centroids, cut to ``candidates`` by centroid
+interaction, rescored exactly (``rankstack.index.token_centroids``). ``search=auto`` takes the centroids
+when they are there, ``exact`` never, ``approximate`` always (an error without them).
 """
 
 from __future__ import annotations
@@ -25,9 +28,11 @@ from rankstack.stages.registry import register_keyword_stage
 from rankstack.types import Query, Run, ScoredDoc
 
 if TYPE_CHECKING:  # torch stays unimported until a colbert stage runs
+    from rankstack.index.token_centroids import TokenCentroids
     from rankstack.index.token_vectors import TokenVectors
     from rankstack.models.late_interaction import LateInteractionEncoder
 
+SEARCH_MODES = ("auto", "exact", "approximate")
 _CACHE_TOKENS = 500_000  # token vectors of documents encoded on the fly, kept for the next queries (~128 MB)
 
 
@@ -37,7 +42,8 @@ class ColBERT(Stage):
     name = "colbert"
     always_shown = ("model",)
 
-    def __init__(self, index: Any, model: str = "", batch_size: int = 32) -> None:
+    def __init__(self, index: Any, model: str = "", batch_size: int = 32, search: str = "auto", nprobe: int = 4,
+                 candidates: int = 1024) -> None:
         if index is None:
             raise PipelineError("colbert needs an index; open one with rankstack.index.Index.open(PATH)")
         if not model:
@@ -45,6 +51,12 @@ class ColBERT(Stage):
                                 "DATASET -o DIRECTORY makes one")
         if batch_size < 1:
             raise PipelineError(f"colbert: batch_size must be positive, got {batch_size}")
+        if search not in SEARCH_MODES:
+            raise PipelineError(f"colbert: search={search!r} is not one of {', '.join(SEARCH_MODES)} (auto: the "
+                                "approximate index where the index has one, else exact MaxSim)")
+        if nprobe < 1 or candidates < 1:
+            raise PipelineError(f"colbert: nprobe and candidates must be positive, got nprobe={nprobe}, "
+                                f"candidates={candidates}")
         from rankstack.models.late_interaction import is_late_interaction_model
 
         local = Path(model).expanduser()
@@ -55,6 +67,9 @@ class ColBERT(Stage):
         self.index = index
         self.model = model
         self.batch_size = batch_size
+        self.search = search
+        self.nprobe = nprobe
+        self.candidates = candidates
         self._cache: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
         self._cached_tokens = 0
 
@@ -68,13 +83,25 @@ class ColBERT(Stage):
         """Load and warm up the model; a first stage checks that the index has token vectors for it."""
         self.encoder.encode_queries(["warm-up"])
         if as_first_stage:
-            self._required(self.index.view())
+            self._approximate(self._required(self.index.view()))
 
     def _required(self, view: Any) -> TokenVectors:
         stored = self._stored(view, required=True)
         if stored is None:  # _stored raises first; this keeps type checkers and -O honest
             raise RankstackError(f"the index at {self.index.path} has no token vectors for '{self.model}'")
         return stored
+
+    def _approximate(self, stored: TokenVectors) -> TokenCentroids | None:
+        """The centroids to search with, per ``search``; None for exact MaxSim."""
+        if self.search == "exact":
+            return None
+        centroids = stored.centroids
+        if centroids is None and self.search == "approximate":
+            raise RankstackError(f"the index at {self.index.path} has no centroids for '{self.model}', which "
+                                 f"colbert(search=approximate) needs; build them with: rankstack index CORPUS -o "
+                                 f"{self.index.path} --late-interaction {self.model} --centroids (or use "
+                                 f"search=exact)")
+        return centroids
 
     def _stored(self, view: Any, required: bool) -> TokenVectors | None:
         from rankstack.index.token_vectors import stored_token_vectors
@@ -117,7 +144,14 @@ class ColBERT(Stage):
         stored = self._required(view)
         base = stored.num_rows
         scores = np.full((len(queries), len(view.doc_id_array)), -np.inf, dtype=np.float32)
-        scores[:, :base] = stored.maxsim_all(query_vectors)
+        approximate = self._approximate(stored)
+        if approximate is None:
+            scores[:, :base] = stored.maxsim_all(query_vectors)
+        else:  # exact MaxSim on the candidates of the centroids only; the other rows stay at -inf
+            for i, query_vector in enumerate(query_vectors):
+                rows = approximate.candidates(query_vector, stored.offsets, self.nprobe, self.candidates)
+                if len(rows):
+                    scores[i, rows] = stored.maxsim_rows(query_vector, rows)
         positions = view.doc_positions
         alive = np.fromiter(positions.values(), dtype=np.int64, count=len(positions))
         added = alive[alive >= base]  # documents added live since the vectors were stored
@@ -131,6 +165,7 @@ class ColBERT(Stage):
         for i, query in enumerate(queries):
             row_scores = scores[i, alive]
             order = top_rows(row_scores, fetch, ranks)
+            order = order[np.isfinite(row_scores[order])]  # rows the approximate search did not reach
             doc_ids, ordered = view.doc_id_array[alive[order]], row_scores[order]
             if context.ignore_identical_ids:
                 keep = doc_ids != query.query_id
