@@ -171,8 +171,8 @@ def main() -> None:
         ratios={"splade_over_bm25_index_docs_per_s": round(systems["splade"]["index_docs_per_s"]
                                                            / systems["bm25"]["index_docs_per_s"], 5),
                 "splade_over_bm25_queries_per_s": round(splade_qps / bm25_qps, 4)},
-        targets={"splade_test_ndcg@10": TARGET},
-        targets_met={"splade_test_ndcg@10": None if args.dev_only else test_scores[splade] >= TARGET},
+        targets={} if args.dev_only else {"splade_test_ndcg@10": TARGET},
+        targets_met={} if args.dev_only else {"splade_test_ndcg@10": test_scores[splade] >= TARGET},
         extra={"model": describe_model(args.model), "dev_ndcg@10": dev_scores,
                "chosen_on_dev": {"with_splade": best_with, "without_splade": best_without},
                "test_ndcg@10": test_scores},

@@ -3,20 +3,21 @@
 Exact MaxSim as a first stage multiplies the query's tokens with every token of the collection, which is
 fine for tens of thousands of documents and too slow for millions. The approximate index follows PLAID's
 candidate generation (Santhanam et al., 2022): the token vectors are clustered (spherical k-means on a
-sample, ``2 ** floor(log2(16 * sqrt(tokens)))`` centroids as ColBERTv2 chooses); every stored token keeps
-the number of its nearest centroid; an inverted file lists for each centroid the documents with a token
+sample, ``2 ** floor(log2(16 * sqrt(tokens)))`` centroids as ColBERTv2 chooses); every stored token is
+assigned its nearest centroid, and an inverted file lists for each centroid the documents with a token
 there. A query then
 
 1. scores its tokens against the centroids and takes each token's ``nprobe`` best centroids;
 2. gathers the documents listed under them (the candidates);
-3. ranks the candidates by MaxSim over their tokens' centroid scores (PLAID's centroid interaction, no
-   vector decoded);
+3. ranks the candidates by MaxSim over the centroid scores of their entries in those lists (PLAID's
+   centroid interaction with centroid pruning: a document's tokens under centroids no query token probed
+   count 0; no vector is decoded);
 4. rescores the best ``candidates`` of them exactly with the stored vectors.
 
 Files, next to the token vectors in ``late_interaction/<model-slug>/`` and checksummed in the manifest
-like them: ``centroids.npy`` (k x dimension, float32, unit length), ``codes.npy`` (each stored token's
-centroid, int32), ``ivf_indptr.npy`` and ``ivf_rows.npy`` (for centroid c, the sorted rows
-``ivf_rows[ivf_indptr[c]:ivf_indptr[c + 1]]``). The vectors themselves stay as stored (int8 with
+like them: ``centroids.npy`` (k x dimension, float32, unit length), ``ivf_indptr.npy`` and
+``ivf_rows.npy`` (for centroid c, the sorted rows ``ivf_rows[ivf_indptr[c]:ivf_indptr[c + 1]]``, each row
+once). The vectors themselves stay as stored (int8 with
 per-dimension scales by default, 64 bytes a token): PLAID's residual compression to 2 bits is not done.
 """
 
@@ -37,7 +38,7 @@ from rankstack.index.manifest import MANIFEST_NAME, update_manifest
 if TYPE_CHECKING:
     from rankstack.index.token_vectors import TokenVectors
 
-FILES = ("centroids.npy", "codes.npy", "ivf_indptr.npy", "ivf_rows.npy")
+FILES = ("centroids.npy", "ivf_indptr.npy", "ivf_rows.npy")
 AUTO_FROM_TOKENS = 2_000_000  # below this many stored tokens exact MaxSim is fast enough: no centroids by default
 DEFAULT_NPROBE = 4
 DEFAULT_CANDIDATES = 1024
@@ -92,7 +93,6 @@ class TokenCentroids:
     """The approximate index of one model's stored token vectors."""
 
     centroids: np.ndarray
-    codes: np.ndarray
     ivf_indptr: np.ndarray
     ivf_rows: np.ndarray
 
@@ -102,29 +102,23 @@ class TokenCentroids:
             return None
         return cls(*(np.load(directory / name) for name in FILES))
 
-    def candidates(self, query: np.ndarray, offsets: np.ndarray, nprobe: int, keep: int) -> np.ndarray:
+    def candidates(self, query: np.ndarray, nprobe: int, keep: int) -> np.ndarray:
         """Rows worth scoring exactly for ``query`` (its token vectors): those with a token under one of each
         query token's ``nprobe`` best centroids, cut to the ``keep`` best by centroid interaction."""
         scores = np.asarray(query, dtype=np.float32) @ self.centroids.T
         probe = min(nprobe, scores.shape[1])
-        best = np.argpartition(-scores, probe - 1, axis=1)[:, :probe]
-        probed = np.unique(best)
-        lists = [self.ivf_rows[self.ivf_indptr[c]:self.ivf_indptr[c + 1]] for c in probed]
-        rows = np.unique(np.concatenate(lists)) if lists else np.zeros(0, dtype=np.int32)
+        probed = np.unique(np.argpartition(-scores, probe - 1, axis=1)[:, :probe])
+        lengths = self.ivf_indptr[probed + 1] - self.ivf_indptr[probed]
+        if not lengths.sum():
+            return np.zeros(0, dtype=np.int64)
+        entries = np.concatenate([self.ivf_rows[self.ivf_indptr[c]:self.ivf_indptr[c + 1]] for c in probed])
+        rows, inverse = np.unique(entries, return_inverse=True)
         if len(rows) <= keep:
-            return rows
-        starts, stops = offsets[rows], offsets[rows + 1]
-        lengths = stops - starts
-        token_index = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths) + np.arange(
-            int(lengths.sum()))
-        approximate = scores[:, self.codes[token_index]]  # query tokens x candidate tokens, centroid scores
-        present = lengths > 0
-        per_row = np.zeros((len(scores), len(rows)), dtype=np.float32)
-        bounds = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-        per_row[:, present] = np.maximum.reduceat(approximate, bounds[present], axis=1)
-        totals = per_row.sum(axis=0)
-        chosen = np.argpartition(-totals, keep - 1)[:keep]
-        return np.sort(rows[chosen])
+            return rows.astype(np.int64)
+        per_row = np.zeros((len(rows), len(scores)), dtype=np.float32)  # unprobed centroids count 0
+        np.maximum.at(per_row, inverse, scores[:, np.repeat(probed, lengths)].T)
+        chosen = np.argpartition(-per_row.sum(axis=1), keep - 1)[:keep]
+        return np.sort(rows[chosen]).astype(np.int64)
 
 
 def build_token_centroids(stored: TokenVectors, k: int | None = None, seed: int = 0,
@@ -150,7 +144,7 @@ def build_token_centroids(stored: TokenVectors, k: int | None = None, seed: int 
     pairs = np.unique(codes.astype(np.int64) * max(rows, 1) + token_rows)  # (centroid, row), each once, sorted
     ivf_rows = (pairs % max(rows, 1)).astype(np.int32)
     ivf_indptr = np.concatenate([[0], np.cumsum(np.bincount(pairs // max(rows, 1), minlength=k))]).astype(np.int64)
-    built = TokenCentroids(centroids, codes, ivf_indptr, ivf_rows)
+    built = TokenCentroids(centroids, ivf_indptr, ivf_rows)
     _publish(stored, built)
     return built
 
@@ -165,7 +159,7 @@ def _decode_rows(stored: TokenVectors, picked: np.ndarray) -> np.ndarray:
 
 def _publish(stored: TokenVectors, built: TokenCentroids) -> None:
     directory = stored.directory
-    for name, array in zip(FILES, (built.centroids, built.codes, built.ivf_indptr, built.ivf_rows), strict=True):
+    for name, array in zip(FILES, (built.centroids, built.ivf_indptr, built.ivf_rows), strict=True):
         temporary = directory / f".{name}.tmp.npy"
         np.save(temporary, array)
         os.replace(temporary, directory / name)

@@ -149,7 +149,7 @@ class ColBERT(Stage):
             scores[:, :base] = stored.maxsim_all(query_vectors)
         else:  # exact MaxSim on the candidates of the centroids only; the other rows stay at -inf
             for i, query_vector in enumerate(query_vectors):
-                rows = approximate.candidates(query_vector, stored.offsets, self.nprobe, self.candidates)
+                rows = approximate.candidates(query_vector, self.nprobe, self.candidates)
                 if len(rows):
                     scores[i, rows] = stored.maxsim_rows(query_vector, rows)
         positions = view.doc_positions
