@@ -81,6 +81,19 @@ def test_colbert_passes_the_stage_contract_as_first_stage_and_reranker(indexed: 
                          index=indexed)
 
 
+def test_the_service_offers_colbert_once_the_index_has_token_vectors(tiny_index: Index, tiny_colbert: str) -> None:
+    from rankstack.serve.service import SearchService
+
+    assert not any("colbert" in p for p in SearchService.open(tiny_index).presets)
+    build_token_vectors(tiny_index, load_late_interaction(tiny_colbert), "int8")
+    tiny_index.reload_manifest()
+    service = SearchService.open(tiny_index)
+    stages = [p for p in service.presets if "colbert" in p]
+    assert len(stages) == 2 and stages[1].startswith("bm25%100>>")
+    hits = service.pipeline(stages[0]).search("parrot feathers")
+    assert hits and {h.doc_id for h in hits} <= set(tiny_index.doc_ids)
+
+
 def test_reranking_uses_stored_vectors_and_matches_first_stage_scores(indexed: Index, tiny_colbert: str) -> None:
     first = parse_pipeline(f"colbert(model={tiny_colbert})", indexed).transform(QUERIES)
     candidates = BM25(indexed).pipeline().transform(QUERIES)

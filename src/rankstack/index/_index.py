@@ -94,6 +94,9 @@ class Index:
     def splade_keys(self) -> list[str]:
         return self._segment.splade_keys()
 
+    def late_interaction_keys(self) -> list[str]:
+        return self._segment.late_interaction_keys()
+
     def splade_impacts(self, model_id: str) -> SpladeImpacts | None:
         return self._segment.splade_impacts(model_id)
 

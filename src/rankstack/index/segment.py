@@ -196,6 +196,9 @@ class Segment:
     def splade_keys(self) -> list[str]:
         return sorted(self.manifest.get("splade", {}))
 
+    def late_interaction_keys(self) -> list[str]:
+        return sorted(self.manifest.get("late_interaction", {}))
+
     def splade_impacts(self, model_id: str) -> SpladeImpacts | None:
         """Stored SPLADE impacts of ``model_id`` (loaded on first use); None when there are none."""
         entry = self.manifest.get("splade", {}).get(model_id)

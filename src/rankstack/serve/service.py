@@ -114,6 +114,9 @@ class SearchService:
             for model in index.splade_keys():  # SPLADE impacts in the index: retrieval and the hybrid
                 stage = f"splade(model={format_value(model)})"
                 presets += [stage, f"linear(bm25,{stage},norm=zscore)"]
+            for model in index.late_interaction_keys():  # token vectors in the index: first stage and reranker
+                stage = f"colbert(model={format_value(model)})"
+                presets += [stage, f"bm25%100>>{stage}"]
         service = cls(index, default_pipeline or presets[0], list(presets), api_key or None)
         parsed = [service.pipeline(text, trusted=True) for text in service.presets]
         for pipeline in parsed:  # fail at start-up, not on the first request, and encode what is missing
