@@ -186,31 +186,14 @@ def test_two_training_steps_save_a_model_the_stage_loads(tiny_beir: Path, tiny_i
 
 def test_training_with_a_teacher_fits_its_logits_and_refuses_a_bi_encoder_teacher(
         tiny_beir: Path, tiny_index: Index, tmp_path: Path) -> None:
-    from rankstack.errors import ModelLoadError
-    from rankstack.models.loading import resolve_model_location
-    from rankstack.train.arguments import CrossEncoderTraining, LateInteractionTraining
-    from rankstack.train.cross_encoder import train_cross_encoder
+    from rankstack.train.arguments import LateInteractionTraining
     from rankstack.train.late_interaction import train_late_interaction
+    from tests.component._distillation import check_teacher_distillation
 
-    base = str(_tiny_bert(tmp_path))
-    settings = dict(base=base, dimension=16, query_tokens=16, document_tokens=64, split="test", negatives=1,
-                    batch_size=2, max_steps=2, dev_fraction=0.5, device="cpu")
-    with pytest.raises(ModelLoadError, match="is a bi-encoder.*--teacher needs a cross-encoder"):
-        train_late_interaction(tiny_beir, tmp_path / "refused", tiny_index,
-                               LateInteractionTraining(teacher=str(resolve_model_location("default")), **settings))
-    assert not (tmp_path / "refused").exists() and not (tmp_path / ".refused.checkpoints").exists()
-
-    teacher = tmp_path / "teacher"
-    train_cross_encoder(tiny_beir, teacher, tiny_index,
-                        CrossEncoderTraining(split="test", batch_size=2, max_steps=1, negatives=1, max_length=64,
-                                             dev_fraction=0.0, precision="fp32"))
-    scored: list[int] = []
-    card = train_late_interaction(tiny_beir, tmp_path / "student", tiny_index,
-                                  LateInteractionTraining(teacher=str(teacher), **settings),
-                                  progress=lambda description, total: scored.append)
-    assert card["teacher_labels"] == "logits" and "MultiVectorMarginMSELoss" in card["parameters"]["loss"]
-    # every example's positive and negative were scored once, and the progress bar heard of each pair
-    assert sum(scored) == card["data"]["examples"] * 2 > 0
+    settings = dict(base=str(_tiny_bert(tmp_path)), dimension=16, query_tokens=16, document_tokens=64, split="test",
+                    negatives=1, batch_size=2, max_steps=2, dev_fraction=0.5, device="cpu")
+    check_teacher_distillation(train_late_interaction, LateInteractionTraining, settings, tiny_beir, tiny_index,
+                               tmp_path, loss="MultiVectorMarginMSELoss", documents_per_example=2)
 
 
 def test_index_command_adds_token_vectors_to_an_existing_index(tiny_beir: Path, tiny_colbert: str,

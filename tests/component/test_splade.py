@@ -199,31 +199,15 @@ def test_training_a_few_steps_saves_a_loadable_splade_model(tiny_beir: Path, tin
 
 def test_training_with_a_teacher_fits_its_margins_and_refuses_a_bi_encoder_teacher(
         tiny_beir: Path, tiny_index: Index, tmp_path: Path) -> None:
-    from rankstack.models.loading import resolve_model_location
-    from rankstack.train.arguments import CrossEncoderTraining, SparseTraining
-    from rankstack.train.cross_encoder import train_cross_encoder
+    from rankstack.train.arguments import SparseTraining
     from rankstack.train.sparse import train_sparse
+    from tests.component._distillation import check_teacher_distillation
 
-    base = str(_lexical_bert(tmp_path / "base"))
-    settings = dict(base=base, split="test", max_steps=2, batch_size=2, max_length=32, dev_fraction=0.5,
-                    dev_depth=3, head_bias=-1.0, negatives=2, device="cpu")
-    with pytest.raises(ModelLoadError, match="is a bi-encoder.*--teacher needs a cross-encoder"):
-        train_sparse(tiny_beir, tmp_path / "refused", tiny_index,
-                     SparseTraining(teacher=str(resolve_model_location("default")), **settings))
-    assert not (tmp_path / "refused").exists() and not (tmp_path / ".refused.checkpoints").exists()
-
-    teacher = tmp_path / "teacher"
-    train_cross_encoder(tiny_beir, teacher, tiny_index,
-                        CrossEncoderTraining(split="test", batch_size=2, max_steps=1, negatives=1, max_length=64,
-                                             dev_fraction=0.0, precision="fp32"))
-    scored: list[int] = []
-    card = train_sparse(tiny_beir, tmp_path / "student", tiny_index,
-                        SparseTraining(teacher=str(teacher), **settings),
-                        progress=lambda description, total: scored.append)
-    assert card["teacher_labels"] == "logits" and "SparseMarginMSELoss" in card["parameters"]["loss"]
+    settings = dict(base=str(_lexical_bert(tmp_path / "base")), split="test", max_steps=2, batch_size=2,
+                    max_length=32, dev_fraction=0.5, dev_depth=3, head_bias=-1.0, negatives=2, device="cpu")
+    card = check_teacher_distillation(train_sparse, SparseTraining, settings, tiny_beir, tiny_index, tmp_path,
+                                      loss="SparseMarginMSELoss", documents_per_example=3)
     assert card["data"]["negatives_per_example"] == 2
-    # every example's positive and both negatives were scored once, and the progress bar heard of each pair
-    assert sum(scored) == card["data"]["examples"] * 3 > 0
 
 
 def test_the_margin_loss_is_logged_apart_and_moves_with_the_teachers_margins(splade_dir: Path) -> None:
