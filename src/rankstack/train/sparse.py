@@ -173,6 +173,28 @@ def _ranking_loss(model: Any, distil_weight: float, with_teacher: bool) -> Any:
     return ContrastiveAndMargins()
 
 
+def _routing(args: SparseTraining) -> dict[str, Any]:
+    """With inference-free queries: queries to the static table (learning fast), documents to the transformer."""
+    if not args.inference_free_queries:
+        return {}
+    return {"router_mapping": {"query": "query", "positive": "document",
+                               **{f"negative_{k + 1}": "document" for k in range(args.negatives)}},
+            "learning_rate_mapping": {r"sub_modules\.query\.0\.weight": args.static_learning_rate}}
+
+
+def _card_parameters(args: SparseTraining) -> dict[str, Any]:
+    return {"negatives": args.negatives, "distil_weight": args.distil_weight if args.teacher else None,
+            "epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.learning_rate,
+            "seed": args.seed, "max_length": args.max_length, "max_steps": args.max_steps,
+            "head_bias": args.head_bias, "document_regularizer": args.document_regularizer,
+            "query_regularizer": args.query_regularizer, "regularizer_warmup": args.regularizer_warmup,
+            "inference_free_queries": args.inference_free_queries,
+            "precision": training_runtime("auto", args.device).precision,
+            "loss": "SpladeLoss(SparseMultipleNegativesRankingLoss"
+                    + (f" + {args.distil_weight} x SparseMarginMSELoss (teacher margins)" if args.teacher else "")
+                    + ", FLOPS, quadratic ramp)"}
+
+
 def train_sparse(dataset_dir: str | Path, output: str | Path, index: Index, args: SparseTraining, *,
                  callbacks: list[Any] | None = None,
                  progress: Callable[[str, int], Callable[[int], None]] | None = None) -> dict[str, Any]:
@@ -213,13 +235,8 @@ def train_sparse(dataset_dir: str | Path, output: str | Path, index: Index, args
     schedule = SpladeRegularizerWeightSchedulerCallback(loss, scheduler_type="quadratic",
                                                         warmup_ratio=args.regularizer_warmup)
     checkpoints = checkpoint_folder(output)
-    routing: dict[str, Any] = {}
-    if args.inference_free_queries:  # queries to the static table (learning fast), documents to the transformer
-        routing = {"router_mapping": {"query": "query", "positive": "document",
-                                      **{f"negative_{k + 1}": "document" for k in range(args.negatives)}},
-                   "learning_rate_mapping": {r"sub_modules\.query\.0\.weight": args.static_learning_rate}}
     arguments = SparseEncoderTrainingArguments(**trainer_arguments(checkpoints, args), batch_sampler="no_duplicates",
-                                               **routing)
+                                               **_routing(args))
     trainer = SparseEncoderTrainer(model=model, args=arguments,
                                    train_dataset=datasets.Dataset.from_dict(columns),
                                    loss=loss, callbacks=[schedule, *(callbacks or [])])
@@ -228,17 +245,7 @@ def train_sparse(dataset_dir: str | Path, output: str | Path, index: Index, args
     card = {"kind": "splade", "base": canonical_model_id(args.base), "dataset": str(dataset.root),
             "split": args.split, "data": data.to_json(), "miner": args.miner, "teacher": args.teacher,
             "teacher_labels": "logits" if args.teacher else None,
-            "parameters": {"negatives": args.negatives, "distil_weight": args.distil_weight if args.teacher else None,
-                           "epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.learning_rate,
-                           "seed": args.seed, "max_length": args.max_length, "max_steps": args.max_steps,
-                           "head_bias": args.head_bias, "document_regularizer": args.document_regularizer,
-                           "query_regularizer": args.query_regularizer,
-                           "regularizer_warmup": args.regularizer_warmup,
-                           "inference_free_queries": args.inference_free_queries,
-                           "precision": training_runtime("auto", args.device).precision,
-                           "loss": "SpladeLoss(SparseMultipleNegativesRankingLoss"
-                                   + (f" + {args.distil_weight} x SparseMarginMSELoss (teacher margins)"
-                                      if args.teacher else "") + ", FLOPS, quadratic ramp)"},
+            "parameters": _card_parameters(args),
             "active_terms_per_doc": {"start": active_before, "trained": _mean_active(model, probe)},
             "dev_ndcg@10": {"fine_tuned": tuned_dev,
                             "candidates": f"{args.miner} top {args.dev_depth} + judged documents"},
