@@ -57,6 +57,16 @@ def require_data(path: Path, name: str = "SciFact") -> None:
         raise SystemExit(2)
 
 
+def describe_base(base: Any, depth: int = 0) -> Any:
+    """A starting model: a Hugging Face id as it is; a local directory by its own card (when rankstack trained
+    it) or by its name, never by where it sat on the benchmark machine."""
+    if not isinstance(base, str) or not Path(base).is_absolute():
+        return base
+    if depth < 3 and (Path(base) / "rankstack_training.json").is_file():
+        return describe_model(base, depth + 1)
+    return Path(base).name
+
+
 def describe_model(model: str, depth: int = 0) -> Any:
     """What a model is, for a results file: its training card's key facts when rankstack trained it (not the
     directory it happened to sit in on the benchmark machine), else the id as given."""
@@ -69,7 +79,7 @@ def describe_model(model: str, depth: int = 0) -> Any:
     command = {"split-cross-encoder": "split", "splade": "sparse"}.get(str(facts.get("kind")), str(facts.get("kind")))
     split = "layout" in facts
     described = {"trained_by": f"rankstack train {command}" if split or "distilled_from" not in facts
-                 else "rankstack train distil", "base": facts.get("base"),
+                 else "rankstack train distil", "base": describe_base(facts.get("base"), depth),
                  "layers": facts.get("layout") if split else facts.get("layers"),
                  "dataset": Path(str(facts.get("dataset"))).name, "split": facts.get("split"),
                  "parameters": facts.get("parameters"), "dev_ndcg@10": facts.get("dev_ndcg@10"),

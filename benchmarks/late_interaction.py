@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import result_machine, score_pipeline, write_result
+from _common import describe_base, result_machine, score_pipeline, write_result
 
 from rankstack._console import progress_bar
 from rankstack.evaluate import evaluate
@@ -145,9 +145,9 @@ def describe(model: str) -> dict[str, Any]:
     if not card_path.is_file():
         return {"name": Path(model).name}
     card = json.loads(card_path.read_text(encoding="utf-8"))
-    return {"kind": card.get("kind"), "base": card.get("base"), "teacher": card.get("teacher") is not None,
-            "model": card.get("model"), "parameters": card.get("parameters"), "data": card.get("data"),
-            "dev_ndcg@10": card.get("dev_ndcg@10")}
+    return {"kind": card.get("kind"), "base": describe_base(card.get("base")),
+            "teacher": card.get("teacher") is not None, "model": card.get("model"),
+            "parameters": card.get("parameters"), "data": card.get("data"), "dev_ndcg@10": card.get("dev_ndcg@10")}
 
 
 def main() -> None:
