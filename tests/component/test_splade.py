@@ -312,3 +312,22 @@ def test_a_compaction_rescales_when_an_added_document_outweighs_every_stored_one
     assert np.allclose(np.sort(row.data) * after.scale, np.sort(weights.data), atol=after.scale / 2 + 1e-6)
     new_d5 = after.matrix.tocsr()[list(tiny_index.segment.doc_id_array).index("d5")].toarray() * after.scale
     assert np.allclose(new_d5, old_d5, atol=after.scale / 2 + 1e-6)  # stored ones re-quantised on the new steps
+
+
+def test_inference_free_queries_start_from_the_collections_idf(tmp_path: Path) -> None:
+    from rankstack.train.sparse import build_splade_model, corpus_idf
+
+    base = _lexical_bert(tmp_path / "base", extra=("beak", "song", "green", "unseen"))
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(base))
+    texts = ["parrot feathers", "parrot beak", "parrot song", "green feathers"]
+    idf = corpus_idf(tokenizer, texts)
+    vocab = tokenizer.get_vocab()
+    # BM25's idf: parrot in 3 of 4 texts, feathers in 2, beak in 1, a word in none the most.
+    for word, df in (("parrot", 3), ("feathers", 2), ("beak", 1), ("unseen", 0)):
+        assert float(idf[vocab[word]]) == pytest.approx(np.log1p((4 - df + 0.5) / (df + 0.5)), rel=1e-6)
+    assert float(idf[vocab["[CLS]"]]) == 0.0 and float(idf[vocab["[PAD]"]]) == 0.0
+    model = build_splade_model(str(base), max_length=32, head_bias=-1.0, inference_free_queries=True,
+                               query_weights=idf)
+    query = model.encode_query(["parrot beak"], convert_to_tensor=True).to_dense()[0]
+    assert float(query[vocab["beak"]]) > float(query[vocab["parrot"]]) > 0.0
+    assert int((query > 0).sum()) == 2  # the query's own tokens, nothing else

@@ -31,6 +31,7 @@ from rankstack.errors import ModelLoadError
 from rankstack.evaluate import evaluate
 from rankstack.index import Index
 from rankstack.io import BeirDataset
+from rankstack.io.corpus import read_corpus
 from rankstack.models.hardware import training_runtime
 from rankstack.models.loading import canonical_model_id, require, resolve_model_location
 from rankstack.models.splade import SpladeEncoder
@@ -68,14 +69,32 @@ def _initialise_mlm_head(model: Any, head_bias: float) -> None:
     model.tie_weights()
 
 
+def corpus_idf(tokenizer: Any, texts: list[str]) -> Any:
+    """BM25's idf, ``ln(1 + (N - df + 0.5) / (df + 0.5))``, of every vocabulary entry over ``texts`` as the
+    tokenizer splits them; special tokens weigh 0. The starting query table of inference-free SPLADE: a query
+    then starts as a BM25-like bag of its word pieces instead of every piece weighing 1."""
+    torch = require("torch", "train", "Training")
+    vocabulary = len(tokenizer.get_vocab())
+    df = np.zeros(vocabulary, dtype=np.float64)
+    for start in range(0, len(texts), 512):
+        for ids in tokenizer(texts[start:start + 512], add_special_tokens=False, truncation=False,
+                             verbose=False)["input_ids"]:
+            df[np.unique(np.asarray(ids, dtype=np.int64))] += 1
+    n = float(len(texts))
+    idf = np.log1p((n - df + 0.5) / (df + 0.5))
+    idf[[i for i in tokenizer.all_special_ids if 0 <= i < vocabulary]] = 0.0
+    return torch.tensor(idf, dtype=torch.float32)
+
+
 def build_splade_model(base: str, max_length: int = 256, head_bias: float = -8.0,
-                       inference_free_queries: bool = False) -> Any:
+                       inference_free_queries: bool = False, query_weights: Any = None) -> Any:
     """A SPLADE ``SparseEncoder`` on ``base``: its own MLM head when it has one (the head's bias shifted by
     ``head_bias``), else a new head made from the word embeddings (see the module's docstring).
 
     With ``inference_free_queries`` documents go through that model and queries through a static table of
-    token weights (sentence-transformers' ``Router`` with a ``SparseStaticEmbedding``, every weight 1 to
-    start): a query is then weighed without running the transformer."""
+    token weights (sentence-transformers' ``Router`` with a ``SparseStaticEmbedding``; ``query_weights`` to
+    start, for example :func:`corpus_idf`, else every weight 1): a query is then weighed without running the
+    transformer."""
     transformers = require("transformers", "train", "Training")
     sentence_transformers = require("sentence_transformers", "train", "Training")
     from sentence_transformers.sparse_encoder.modules import SpladePooling
@@ -109,7 +128,8 @@ def build_splade_model(base: str, max_length: int = 256, head_bias: float = -8.0
             return sentence_transformers.SparseEncoder(modules=[transformer, pooling], device="cpu")
         from sentence_transformers.sparse_encoder.modules import Router, SparseStaticEmbedding
 
-        router = Router.for_query_document(query_modules=[SparseStaticEmbedding(tokenizer=transformer.tokenizer)],
+        router = Router.for_query_document(query_modules=[SparseStaticEmbedding(tokenizer=transformer.tokenizer,
+                                                                                 weight=query_weights)],
                                            document_modules=[transformer, pooling])
         return sentence_transformers.SparseEncoder(modules=[router], device="cpu")
 
@@ -182,6 +202,16 @@ def _routing(args: SparseTraining) -> dict[str, Any]:
             "learning_rate_mapping": {r"sub_modules\.query\.0\.weight": args.static_learning_rate}}
 
 
+def _build_for(args: SparseTraining, dataset: BeirDataset) -> Any:
+    """The model to train; inference-free queries start from the collection's idf (see :func:`corpus_idf`)."""
+    weights = None
+    if args.inference_free_queries:
+        tokenizer = require("transformers", "train", "Training").AutoTokenizer.from_pretrained(
+            str(resolve_model_location(args.base)))
+        weights = corpus_idf(tokenizer, [d.contents for d in read_corpus(dataset.corpus_path)])
+    return build_splade_model(args.base, args.max_length, args.head_bias, args.inference_free_queries, weights)
+
+
 def _card_parameters(args: SparseTraining) -> dict[str, Any]:
     return {"negatives": args.negatives, "distil_weight": args.distil_weight if args.teacher else None,
             "epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.learning_rate,
@@ -189,6 +219,7 @@ def _card_parameters(args: SparseTraining) -> dict[str, Any]:
             "head_bias": args.head_bias, "document_regularizer": args.document_regularizer,
             "query_regularizer": args.query_regularizer, "regularizer_warmup": args.regularizer_warmup,
             "inference_free_queries": args.inference_free_queries,
+            "query_table_start": "collection idf" if args.inference_free_queries else None,
             "precision": training_runtime("auto", args.device).precision,
             "loss": "SpladeLoss(SparseMultipleNegativesRankingLoss"
                     + (f" + {args.distil_weight} x SparseMarginMSELoss (teacher margins)" if args.teacher else "")
@@ -218,7 +249,7 @@ def train_sparse(dataset_dir: str | Path, output: str | Path, index: Index, args
     data = mine_examples(dataset, index, args.split, args.miner, negatives_per_positive=args.negatives,
                          dev_fraction=args.dev_fraction, seed=args.seed)
     logger.info("training data: %s", data.to_json())
-    model = build_splade_model(args.base, args.max_length, args.head_bias, args.inference_free_queries)
+    model = _build_for(args, dataset)
     qrels = dev_qrels(dataset, args.split, data.dev_queries)
     dev_ndcg = dev_retrieval(index, data.dev_queries, qrels, args.miner, args.dev_depth)
     probe = [e[1] for e in data.examples[:32]]
