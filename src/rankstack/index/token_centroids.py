@@ -133,7 +133,7 @@ def build_token_centroids(stored: TokenVectors, k: int | None = None, seed: int 
     rng = np.random.default_rng(seed)
     sample_size = min(total, max(k * _SAMPLE_PER_CENTROID, 8_192))
     picked = np.sort(rng.choice(total, size=sample_size, replace=False))
-    centroids = train_centroids(_decode_rows(stored, picked), k, seed)
+    centroids = train_centroids(stored.gather(picked), k, seed)
     codes = np.empty(total, dtype=np.int32)
     for start in range(0, total, _ASSIGN_BLOCK):
         stop = min(total, start + _ASSIGN_BLOCK)
@@ -149,14 +149,6 @@ def build_token_centroids(stored: TokenVectors, k: int | None = None, seed: int 
     return built
 
 
-def _decode_rows(stored: TokenVectors, picked: np.ndarray) -> np.ndarray:
-    block = np.asarray(stored.tokens[picked])
-    if stored.scales is not None:
-        decoded: np.ndarray = block.astype(np.float32) * stored.scales
-        return decoded
-    return block.astype(np.float32)
-
-
 def _publish(stored: TokenVectors, built: TokenCentroids) -> None:
     directory = stored.directory
     for name, array in zip(FILES, (built.centroids, built.ivf_indptr, built.ivf_rows), strict=True):
@@ -164,7 +156,9 @@ def _publish(stored: TokenVectors, built: TokenCentroids) -> None:
         np.save(temporary, array)
         os.replace(temporary, directory / name)
     meta = {**stored.meta, "centroids": int(len(built.centroids))}
-    (directory / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    temporary = directory / ".meta.json.tmp"  # replaced whole: a crash leaves the old meta, never half a file
+    temporary.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    os.replace(temporary, directory / "meta.json")
     index_path, section, slug = directory.parent.parent, directory.parent.name, directory.name
     manifest = json.loads((index_path / MANIFEST_NAME).read_text(encoding="utf-8"))
     entry: dict[str, Any] = dict(manifest[section][stored.meta["model"]])

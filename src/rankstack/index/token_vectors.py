@@ -186,7 +186,13 @@ class TokenVectors:
 
     def decode(self, start: int, stop: int) -> np.ndarray:
         """Token rows ``start:stop`` as float32."""
-        block = np.asarray(self.tokens[start:stop])
+        return self._as_float(np.asarray(self.tokens[start:stop]))
+
+    def gather(self, positions: np.ndarray) -> np.ndarray:
+        """The token rows at ``positions`` (any order) as float32."""
+        return self._as_float(np.asarray(self.tokens[positions]))
+
+    def _as_float(self, block: np.ndarray) -> np.ndarray:
         if self.scales is not None:
             scaled: np.ndarray = block.astype(np.float32) * self.scales
             return scaled
@@ -207,8 +213,7 @@ class TokenVectors:
         starts, lengths = self.offsets[rows], np.diff(self.offsets)[rows]
         bounds = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
         positions = np.repeat(starts - bounds[:-1], lengths) + np.arange(int(bounds[-1]))
-        block = np.asarray(self.tokens[positions])
-        tokens = block.astype(np.float32) * self.scales if self.scales is not None else block.astype(np.float32)
+        tokens = self.gather(positions)
         scores: np.ndarray = maxsim_block(np.asarray(query, dtype=np.float32), np.zeros(1, dtype=np.int64), tokens,
                                           bounds)[0]
         return scores
