@@ -144,26 +144,16 @@ def _optimize(source: Path, target: Path, config: Any) -> None:
 def _quantize(source: Path, target: Path) -> None:
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.quant_utils import add_pre_process_metadata
 
-    # The quantiser advises "pre-processing" on the root logger at every call; that step (shape inference
-    # and fusion) has been done above, so the advice is noise on the user's terminal.
-    root = logging.getLogger()
-    quiet = _DropMessage("consider to run pre-processing before quantization")
-    root.addFilter(quiet)
-    try:
-        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=True,
-                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
-    finally:
-        root.removeFilter(quiet)
-
-
-class _DropMessage(logging.Filter):
-    def __init__(self, fragment: str) -> None:
-        super().__init__()
-        self.fragment = fragment
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return self.fragment not in record.getMessage()
+    # The quantiser advises "pre-processing" (graph optimisation, shape inference) unless the model carries
+    # the tag that step writes. Both are done: the fusion above, and quantize_dynamic infers shapes on load;
+    # so the graph is tagged instead of the user reading the advice at every build.
+    model = onnx.load(str(source))
+    add_pre_process_metadata(model)
+    onnx.save(model, str(source))
+    quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=True,
+                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
 
 
 def _build(transformer: Any, output: str, precision: str, inputs: list[str], folder: Path) -> None:
