@@ -110,7 +110,7 @@ def train_sparse_command(
     output: Annotated[Path, typer.Option("--output", "-o", help="Directory for the trained SPLADE model.")],
     base: Annotated[str, typer.Option(help="Starting transformer: local path or Hugging Face id.")] = "default",
     split: Annotated[str, typer.Option(help="Qrels split to train on.")] = "train",
-    epochs: Annotated[int, typer.Option(min=1)] = 1,
+    epochs: Annotated[int, typer.Option(min=1)] = 2,
     batch_size: Annotated[int, typer.Option(min=2, help="Queries per step.")] = 16,
     learning_rate: Annotated[float, typer.Option()] = 5e-5,
     max_length: Annotated[int, typer.Option(min=16, help="Tokens per text.")] = 256,
