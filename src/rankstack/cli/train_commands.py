@@ -112,7 +112,7 @@ def train_sparse_command(
     split: Annotated[str, typer.Option(help="Qrels split to train on.")] = "train",
     epochs: Annotated[int, typer.Option(min=1)] = 2,
     batch_size: Annotated[int, typer.Option(min=2, help="Queries per step.")] = 16,
-    learning_rate: Annotated[float, typer.Option()] = 5e-5,
+    learning_rate: Annotated[float, typer.Option()] = 1e-4,
     max_length: Annotated[int, typer.Option(min=16, help="Tokens per text.")] = 256,
     seed: Annotated[int, typer.Option()] = 42,
     miner: Annotated[str, typer.Option(help="Pipeline that mines hard negatives and gives the dev candidates.")]
