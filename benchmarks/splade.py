@@ -27,7 +27,7 @@ from _common import describe_model, require_data, result_machine, write_result
 from rankstack.evaluate import evaluate
 from rankstack.evaluate.experiment import judged_queries, run_queries
 from rankstack.index import Index, build_index
-from rankstack.index.splade import build_splade
+from rankstack.index.splade import build_splade, document_windows
 from rankstack.io import BeirDataset
 from rankstack.models.splade import load_splade
 from rankstack.stages import SearchContext, parse_pipeline
@@ -74,15 +74,18 @@ def build(data: Path, work: Path, model: str) -> tuple[Index, dict[str, float | 
         timings["bm25_index_seconds"] = time.perf_counter() - started
     index = Index.open(index_dir)
     encoder = load_splade(model)
-    if index.splade_impacts(encoder.model_id) is None:
+    stored = index.splade_impacts(encoder.model_id)
+    if stored is None or document_windows(stored.meta) != encoder.document_windows:
         started = time.perf_counter()
         build_splade(index, encoder)
-        timings[f"splade_index_seconds:{encoder.model_id}"] = time.perf_counter() - started
+        timings[f"splade_index_seconds:{encoder.model_id}:windows={encoder.document_windows}"] = \
+            time.perf_counter() - started
         index.reload_manifest()
     timings_file.write_text(json.dumps(timings))
     # A kept work folder holds several models' impacts: report this model's own build time.
     # (None where the impacts were built before build times were kept per model.)
-    timings["splade_index_seconds"] = timings.get(f"splade_index_seconds:{encoder.model_id}")
+    timings["splade_index_seconds"] = timings.get(f"splade_index_seconds:{encoder.model_id}:windows="
+                                                  f"{encoder.document_windows}")
     return index, timings
 
 
@@ -174,7 +177,7 @@ def main() -> None:
         settings={"data": args.data.name, "dev_queries": len(dev), "test_queries": 0 if args.dev_only else len(test),
                   "speeds_on": "dev queries" if args.dev_only else "test queries",
                   "fusions_compared_on_dev": [*with_splade, *without], "threads": "torch default",
-                  "dense_compared": not args.skip_dense},
+                  "dense_compared": not args.skip_dense, "document_windows": encoder.document_windows},
         systems=systems,
         ratios={"splade_over_bm25_index_docs_per_s": round(systems["splade"]["index_docs_per_s"]
                                                            / systems["bm25"]["index_docs_per_s"], 5),

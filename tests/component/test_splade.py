@@ -295,8 +295,8 @@ def test_a_compaction_rescales_when_an_added_document_outweighs_every_stored_one
     loaded = splade_models.load_splade(str(splade_dir))
 
     class Heavier:  # the compaction's encoder weighs the added document three times as much as any stored one
-        def encode_docs(self, texts):  # type: ignore[no-untyped-def]
-            return loaded.encode_docs(texts) * 3.0
+        def encode_docs(self, texts, windows=None):  # type: ignore[no-untyped-def]
+            return loaded.encode_docs(texts, windows=windows) * 3.0
 
     monkeypatch.setattr(splade_models, "load_splade", lambda model: Heavier())
     text = "parrot feathers bright"
@@ -312,6 +312,45 @@ def test_a_compaction_rescales_when_an_added_document_outweighs_every_stored_one
     assert np.allclose(np.sort(row.data) * after.scale, np.sort(weights.data), atol=after.scale / 2 + 1e-6)
     new_d5 = after.matrix.tocsr()[list(tiny_index.segment.doc_id_array).index("d5")].toarray() * after.scale
     assert np.allclose(new_d5, old_d5, atol=after.scale / 2 + 1e-6)  # stored ones re-quantised on the new steps
+
+
+def test_a_long_document_is_encoded_in_windows_whose_weights_are_max_pooled(splade_dir: Path) -> None:
+    from rankstack.models.encoder import TruncationReport
+    from rankstack.models.splade import SpladeEncoder
+
+    encoder = SpladeEncoder(str(splade_dir))  # a 32-token window: 30 words and [CLS], [SEP]
+    words = ["dog"] * 40 + ["parrot"]  # the parrot comes after the first window
+    text = " ".join(words)
+    column = encoder.vocab.index("parrot")
+    cut, report_cut = encoder.encode_docs([text], TruncationReport(), windows=1), TruncationReport()
+    encoder.encode_docs([text], report_cut, windows=1)
+    whole, report_whole = encoder.encode_docs([text], windows=2), TruncationReport()
+    encoder.encode_docs([text], report_whole, windows=2)
+    assert cut[0, column] == 0 and whole[0, column] > 0  # the late term is kept only with a second window
+    assert report_cut.truncated == 1 and report_whole.truncated == 0
+    first = cut.toarray()[0]
+    assert np.all(whole.toarray()[0] >= first - 1e-6)  # the first window is the truncated text: max keeps it
+    assert encoder.encode_docs([" ".join(["dog"] * 70 + ["parrot"])], windows=2)[0, column] == 0  # cut after 2
+    short = ["parrot feathers", "a dog barks"]  # one window each: the same rows whatever the limit
+    assert np.allclose(encoder.encode_docs(short, windows=1).toarray(), encoder.encode_docs(short, windows=4).toarray())
+    with pytest.raises(ValueError, match="at least 1"):
+        SpladeEncoder(str(splade_dir), document_windows=0)
+
+
+def test_impacts_record_their_windows_and_added_documents_are_encoded_the_same_way(
+        tiny_index: Index, splade_dir: Path) -> None:
+    from rankstack.index.splade import build_splade
+    from rankstack.models.splade import SpladeEncoder
+
+    build_splade(tiny_index, SpladeEncoder(str(splade_dir), document_windows=3))
+    tiny_index.reload_manifest()
+    impacts = tiny_index.splade_impacts(str(splade_dir))
+    assert impacts is not None and impacts.meta["document_windows"] == 3
+    late = " ".join(["dog"] * 40 + ["goldfish"])  # the loaded encoder's default would cut the goldfish off
+    with IndexWriter(tiny_index) as writer:
+        writer.add([Doc("d9", late)])
+    hits = _search(tiny_index, f"splade(model={splade_dir})", "goldfish")
+    assert "d9" in hits
 
 
 def test_inference_free_queries_start_from_the_collections_idf(tmp_path: Path) -> None:

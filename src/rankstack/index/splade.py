@@ -101,7 +101,7 @@ def build_splade(index: Any, encoder: SpladeEncoder, chunk: int = DEFAULT_CHUNK,
         report.longest_tokens = max(report.longest_tokens, own.longest_tokens)
         if progress is not None:
             progress(count)
-    report.warn("documents", encoder.max_tokens)
+    report.warn("documents", encoder.max_tokens, encoder.document_windows)
     matrix = sparse.vstack(parts, format="csr") if parts else sparse.csr_matrix((0, encoder.dimension))
     meta = {**encoder.config(), "truncated_docs": report.truncated, "longest_doc_tokens": report.longest_tokens}
     final = write_splade_impacts(segment.path, encoder.model_id, meta, matrix)
@@ -217,13 +217,19 @@ def carry_over(index: Any, view: Any, staging: Path, model_id: str) -> None:
     fresh = [doc for position, doc in enumerate(added) if alive[base + position]]
     scale = impacts.scale
     if fresh:
-        encoded = load_splade(model_id).encode_docs([d.contents for d in fresh])
+        encoded = load_splade(model_id).encode_docs([d.contents for d in fresh], windows=document_windows(impacts.meta))
         parts.append(encoded)
         # An added document may outweigh every stored one; keeping the old scale would clip its weights at
         # 255. Then everything is re-quantised on the larger scale (stored impacts round to the new steps).
         if encoded.nnz and float(encoded.data.max()) > scale * IMPACT_MAX:
             scale = float(encoded.data.max()) / IMPACT_MAX
     write_splade_impacts(staging, model_id, impacts.meta, sparse.vstack(parts, format="csr"), scale=scale)
+
+
+def document_windows(meta: dict[str, Any]) -> int:
+    """How many windows per document the stored impacts were encoded with (1, truncation, before windows
+    were recorded): documents added later are encoded the same way."""
+    return int(meta.get("document_windows", 1))
 
 
 def live_parts(view: Any) -> tuple[Any, np.ndarray | None, list[Any]]:

@@ -67,11 +67,17 @@ class TruncationReport:
     truncated: int = 0
     longest_tokens: int = 0
 
-    def warn(self, what: str, window: int) -> None:
-        if self.truncated:
-            logger.warning("%d of %d %s were longer than the model's %d-token window and were truncated "
-                           "(longest: %d tokens); split long documents into passages to score all of them",
-                           self.truncated, self.texts, what, window, self.longest_tokens)
+    def warn(self, what: str, window: int, windows: int = 1) -> None:
+        if not self.truncated:
+            return
+        if windows > 1:
+            logger.warning("%d of %d %s were longer than %d windows of the model's %d tokens and were cut "
+                           "after them (longest: %d tokens)", self.truncated, self.texts, what, windows, window,
+                           self.longest_tokens)
+            return
+        logger.warning("%d of %d %s were longer than the model's %d-token window and were truncated "
+                       "(longest: %d tokens); split long documents into passages to score all of them",
+                       self.truncated, self.texts, what, window, self.longest_tokens)
 
 
 class BiEncoder:

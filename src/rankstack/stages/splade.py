@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from rankstack.errors import PipelineError, RankstackError
-from rankstack.index.splade import IMPACT_MAX, live_parts
+from rankstack.index.splade import IMPACT_MAX, document_windows, live_parts
 from rankstack.models.loading import canonical_model_id
 from rankstack.ranking import top_rows
 from rankstack.stages.base import DEFAULT_RETRIEVAL_DEPTH, ProgressFactory, SearchContext, Stage
@@ -153,7 +153,9 @@ class Splade(Stage):
         cache = self._encoded
         missing = [item for item in dict.fromkeys(items) if item not in cache]
         if missing:
-            encoded = self.encoder.encode_docs([text for _, text in missing])
+            stored = self.index.splade_impacts(self.model)  # encode as the stored documents were
+            windows = document_windows(stored.meta) if stored is not None else None
+            encoded = self.encoder.encode_docs([text for _, text in missing], windows=windows)
             for position, item in enumerate(missing):
                 cache[item] = encoded[position]
         rows = [cache[item] for item in items]
