@@ -112,7 +112,7 @@ def train_sparse_command(
     split: Annotated[str, typer.Option(help="Qrels split to train on.")] = "train",
     epochs: Annotated[int, typer.Option(min=1)] = 2,
     batch_size: Annotated[int, typer.Option(min=2, help="Queries per step.")] = 16,
-    learning_rate: Annotated[float, typer.Option()] = 1e-4,
+    learning_rate: Annotated[float, typer.Option()] = 2e-4,
     max_length: Annotated[int, typer.Option(min=16, help="Tokens per text.")] = 256,
     seed: Annotated[int, typer.Option()] = 42,
     miner: Annotated[str, typer.Option(help="Pipeline that mines hard negatives and gives the dev candidates.")]
@@ -127,7 +127,7 @@ def train_sparse_command(
     inference_free_queries: Annotated[bool, typer.Option(
         "--inference-free-queries", help="Weigh queries with a learnt table of token weights: no transformer at "
         "query time.")] = False,
-    negatives: Annotated[int, typer.Option(min=1, help="Mined hard negatives per positive.")] = 1,
+    negatives: Annotated[int, typer.Option(min=1, help="Mined hard negatives per positive.")] = 3,
     teacher: Annotated[str | None, typer.Option(help="Cross-encoder whose score margins are distilled too "
                                                 "(Margin-MSE): a directory from `rankstack train cross-encoder` "
                                                 "or a Hugging Face id.")] = None,
