@@ -169,8 +169,7 @@ class SpladeEncoder:
         lengths: list[int] = []
         for position, (text, offsets) in enumerate(zip(texts, tokens, strict=True)):
             lengths.append(len(offsets) + specials)
-            starts = range(0, max(len(offsets), 1), budget)
-            for first in list(starts)[:windows]:
+            for first in range(0, max(len(offsets), 1), budget)[:windows]:
                 window = offsets[first:first + budget]
                 spans.append(text[window[0][0]:window[-1][1]] if window else text)
                 owners.append(position)
