@@ -88,3 +88,28 @@ def test_a_model_that_cannot_be_exported_says_so() -> None:
     model = sentence_transformers.SentenceTransformer(modules=modules, device="cpu")
     with pytest.raises(DeviceError, match="cannot be exported to backend=onnx.*backend=torch"):
         onnx_backend.use_onnx(model, "int8")
+
+
+def test_int8_gives_a_text_the_same_output_whatever_its_batch_and_the_thread_count(tiny_cross_encoder: str
+                                                                                    ) -> None:
+    # Dynamic quantisation scales activations by each batch's range: batched, a text's vector moved with its
+    # neighbours and with how many threads cut the batches. Every text must come out as it does alone.
+    import torch
+
+    from rankstack.models.cross_heads import load_cross_encoder
+    from rankstack.models.encoder import apply_runtime
+
+    texts = [f"{text} {n}" for n in range(3) for text in TEXTS]  # 12: enough for two workers to share
+    encoder = BiEncoder("default", precision="int8", backend="onnx")
+    alone = np.vstack([encoder.encode_queries([text]) for text in texts])
+    threads = torch.get_num_threads()
+    try:
+        for count in (1, 2):
+            torch.set_num_threads(count)
+            assert np.array_equal(encoder.encode_queries(texts), alone), count
+    finally:
+        torch.set_num_threads(threads)
+    runtime = Runtime("cpu", "onnx", "int8")
+    scorer = CrossEncoderScorer(apply_runtime(load_cross_encoder(tiny_cross_encoder), runtime), runtime, 8)
+    together, _ = scorer.score("cat on a mat", texts)
+    assert together == [scorer.score("cat on a mat", [text])[0][0] for text in texts]

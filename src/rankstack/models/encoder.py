@@ -126,15 +126,21 @@ class BiEncoder:
     def _encode(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
+        batch_size = self.batch_size
+        if self.runtime.backend == "onnx":
+            from rankstack.models.onnx_backend import texts_per_batch
+
+            batch_size = texts_per_batch(self.runtime.precision, batch_size)
+
         def encode(group: list[str]) -> Any:
             with self._torch.inference_mode(), precision_context(self.runtime.precision, self.runtime.device):
-                return self._model.encode(group, batch_size=self.batch_size, convert_to_numpy=True,
+                return self._model.encode(group, batch_size=batch_size, convert_to_numpy=True,
                                           show_progress_bar=False)
 
         if self.runtime.backend == "onnx":
             from rankstack.models.onnx_backend import in_parallel
 
-            rows = in_parallel(encode, list(texts), [len(t) for t in texts], self.batch_size)
+            rows = in_parallel(encode, list(texts), [len(t) for t in texts], batch_size)
             return np.asarray(rows, dtype=np.float32).reshape(len(texts), self.dimension)
         return np.asarray(encode(list(texts)), dtype=np.float32)
 

@@ -87,9 +87,15 @@ class CrossEncoderScorer:
 
     def score(self, query: str, texts: list[str]) -> tuple[list[float], int]:
         truncated = count_truncated(self.tokenizer, [query] * len(texts), self.max_seq_length, pairs_with=texts)
+        batch_size = self.batch_size
+        if self.runtime.backend == "onnx":
+            from rankstack.models.onnx_backend import texts_per_batch
+
+            batch_size = texts_per_batch(self.runtime.precision, batch_size)
+
         def predict(pairs: list[tuple[str, str]]) -> Any:
             with precision_context(self.runtime.precision, self.runtime.device):
-                scores = self.model.predict(pairs, batch_size=self.batch_size, show_progress_bar=False,
+                scores = self.model.predict(pairs, batch_size=batch_size, show_progress_bar=False,
                                             convert_to_numpy=True)
             return np.asarray(scores, dtype=np.float32).reshape(len(pairs), -1)[:, -1]
 
@@ -97,6 +103,6 @@ class CrossEncoderScorer:
         if self.runtime.backend == "onnx":
             from rankstack.models.onnx_backend import in_parallel
 
-            return [float(s) for s in in_parallel(predict, pairs, [len(t) for t in texts], self.batch_size)], \
+            return [float(s) for s in in_parallel(predict, pairs, [len(t) for t in texts], batch_size)], \
                 truncated
         return predict(pairs).tolist(), truncated
