@@ -156,6 +156,9 @@ class SparseTraining(_CommonTraining):
     static_learning_rate: float = 1e-3
     """Queries weighed by a static table of token weights (no transformer at query time; no query
     regulariser), learnt at ``static_learning_rate``."""
+    lean_head: bool = True
+    """Compute the SPLADE head without holding every token's vocabulary logits (``train.splade_head``): the
+    same gradients, less memory and time; False computes it the plain way (for comparison)."""
 
 
 @dataclass(frozen=True, kw_only=True)

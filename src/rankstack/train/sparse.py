@@ -22,6 +22,7 @@ import logging
 import tempfile
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,7 @@ from rankstack.train._run import (
 )
 from rankstack.train.arguments import SparseTraining
 from rankstack.train.data import dev_qrels, mine_examples
+from rankstack.train.splade_head import lean_splade_head
 from rankstack.train.teachers import check_cross_encoder, teacher_scores
 from rankstack.types import Query, Run
 
@@ -221,6 +223,7 @@ def _card_parameters(args: SparseTraining) -> dict[str, Any]:
             "inference_free_queries": args.inference_free_queries,
             "query_table_start": "collection idf" if args.inference_free_queries else None,
             "precision": training_runtime("auto", args.device).precision,
+            "head": "lean (train.splade_head)" if args.lean_head else "plain",
             "loss": "SpladeLoss(SparseMultipleNegativesRankingLoss"
                     + (f" + {args.distil_weight} x SparseMarginMSELoss (teacher margins)" if args.teacher else "")
                     + ", FLOPS, quadratic ramp)"}
@@ -271,7 +274,8 @@ def train_sparse(dataset_dir: str | Path, output: str | Path, index: Index, args
     trainer = SparseEncoderTrainer(model=model, args=arguments,
                                    train_dataset=datasets.Dataset.from_dict(columns),
                                    loss=loss, callbacks=[schedule, *(callbacks or [])])
-    resumed = train_resuming(trainer, checkpoints)
+    with lean_splade_head(model) if args.lean_head else nullcontext():
+        resumed = train_resuming(trainer, checkpoints)
     tuned_dev = dev_ndcg(model)
     card = {"kind": "splade", "base": canonical_model_id(args.base), "dataset": str(dataset.root),
             "split": args.split, "data": data.to_json(), "miner": args.miner, "teacher": args.teacher,
