@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -83,3 +84,22 @@ def test_under_bf16_autocast_the_lean_head_follows_the_plain_one(tmp_path: Path)
         cosine = torch.nn.functional.cosine_similarity(lean_gradients[name].flatten().float(),
                                                        gradient.flatten().float(), dim=0)
         assert cosine > 0.98, (name, cosine)
+
+
+def test_encoding_pools_each_texts_own_logits_as_sentence_transformers_does(tmp_path: Path) -> None:
+    from sentence_transformers import SparseEncoder
+
+    from rankstack.models.splade import SpladeEncoder
+
+    build_splade_model(str(_random_bert(tmp_path / "bert")), max_length=16, head_bias=0.0).save(
+        str(tmp_path / "splade"))
+    reference = SparseEncoder(str(tmp_path / "splade"), device="cpu").encode_document(
+        TEXTS, convert_to_tensor=True).to_dense()
+    encoder = SpladeEncoder(str(tmp_path / "splade"))
+    assert encoder._decoder is not None  # the lean path is the one under test
+    ours = encoder.encode_docs(TEXTS).toarray()  # one batch: the short texts padded beside the long one
+    assert ours.shape == tuple(reference.shape)
+    assert np.allclose(ours, reference.numpy(), atol=1e-5)
+    assert (ours > 0).mean() > 0.05
+    one_at_a_time = np.vstack([encoder.encode_docs([text]).toarray() for text in TEXTS])
+    assert np.allclose(one_at_a_time, ours, atol=1e-5)  # padding never counts

@@ -30,6 +30,7 @@ from rankstack._optional import require
 from rankstack.errors import ModelLoadError
 from rankstack.models.encoder import TruncationReport
 from rankstack.models.loading import canonical_model_id, describe_load_failure, resolve_model_location
+from rankstack.models.splade_pooling import decoder_of, max_logits
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +105,11 @@ class SpladeEncoder:
         self.document_windows = document_windows
         self.inference_free_queries = type(self._model[0]).__name__ == "Router"
         self._fast = self._plain_splade()
+        # A model loaded here (not one in training) stops its transformer before the vocabulary decoder, for
+        # good: the pooling then computes each text's logits over its own tokens (models.splade_pooling).
+        self._decoder = decoder_of(self._model[0]) if self._fast and loaded is None else None
+        if self._decoder is not None:
+            self._decoder.forward = lambda hidden: hidden
 
     def _plain_splade(self) -> bool:
         """Whether the model is [MLM transformer, max-pooling SpladePooling with relu]: then encoding pools
@@ -200,6 +206,10 @@ class SpladeEncoder:
         torch = self._torch
         features = self._model.preprocess(batch)
         features = {k: v.to(self._model.device) if hasattr(v, "to") else v for k, v in features.items()}
+        if self._decoder is not None:
+            hidden = self._model[0](features)["token_embeddings"]
+            best, _ = max_logits(hidden, self._decoder.weight, self._decoder.bias, features["attention_mask"])
+            return torch.log1p(torch.relu(best))
         logits = self._model[0](features)["token_embeddings"]
         mask = features["attention_mask"].unsqueeze(-1).bool()
         best = logits.masked_fill(~mask, float("-inf")).amax(dim=1)

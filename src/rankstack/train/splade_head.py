@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from rankstack._optional import require
+from rankstack.models.splade_pooling import decoder_of, max_logits
 
 _GRADIENT_ROWS = 65_536  # active (text, term) pairs handled at once in the backward pass: bounds its memory
 
@@ -33,18 +34,8 @@ def _max_pooled_logits() -> Any:
     class MaxPooledLogits(torch.autograd.Function):  # type: ignore[misc,name-defined]
         @staticmethod
         def forward(ctx: Any, hidden: Any, weight: Any, bias: Any, mask: Any) -> Any:
-            texts, tokens, _ = hidden.shape
-            best = hidden.new_zeros(texts, weight.shape[0])  # a text without tokens: every term at 0
-            where = torch.zeros(texts, weight.shape[0], dtype=torch.long, device=hidden.device)
-            valid = mask.bool()
-            for row in range(texts):
-                positions = valid[row].nonzero().squeeze(1)
-                if positions.numel() == 0:
-                    continue
-                logits = torch.addmm(bias, hidden[row, positions], weight.t())
-                values, arg = logits.max(dim=0)
-                best[row] = values
-                where[row] = positions[arg]
+            best, where = max_logits(hidden, weight, bias, mask)
+            tokens = hidden.shape[1]
             best = best.float()  # under bf16 autocast the logits are bf16; the weights leave in fp32
             ctx.save_for_backward(hidden, weight, where, best)
             ctx.tokens = tokens
@@ -88,9 +79,8 @@ def _lean_pairs(model: Any) -> list[tuple[Any, Any]]:
             if type(pooling).__name__ != "SpladePooling" or pooling.pooling_strategy != "max" or \
                     pooling.activation_function != "relu":
                 continue
-            output_embeddings = getattr(getattr(transformer, "model", None), "get_output_embeddings", None)
-            decoder = output_embeddings() if output_embeddings is not None else None
-            if isinstance(decoder, torch.nn.Linear) and decoder.bias is not None:
+            decoder = decoder_of(transformer)
+            if decoder is not None:
                 pairs.append((decoder, pooling))
     return pairs
 
