@@ -5,7 +5,7 @@
 
 Both heads train the same model (``build_splade_model("default")``: the bundled MiniLM with an MLM head made
 from its word embeddings) on the same batches: SciFact train queries, each with its judged document and
-``--negatives`` other documents drawn at random (seeded), the default recipe's shape (16 queries, 3
+``--negatives`` other documents drawn at random (seeded), the default recipe's shape (16 queries, 5
 negatives, 256 tokens). A step is what the trainer does: SpladeLoss (contrastive + FLOPS on both sides)
 forward under the training precision ``training_runtime("auto")`` picks (bf16 autocast on CPUs with bf16
 units), backward, AdamW. Each head runs in its own process (a clean peak memory: the process's maximum
@@ -90,7 +90,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--negatives", type=int, default=3)
+    parser.add_argument("--negatives", type=int, default=5)
     parser.add_argument("--steps", type=int, default=3, help="timed steps after one warm-up step")
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--seed", type=int, default=42)

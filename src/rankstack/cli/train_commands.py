@@ -127,7 +127,7 @@ def train_sparse_command(
     inference_free_queries: Annotated[bool, typer.Option(
         "--inference-free-queries", help="Weigh queries with a learnt table of token weights: no transformer at "
         "query time.")] = False,
-    negatives: Annotated[int, typer.Option(min=1, help="Mined hard negatives per positive.")] = 3,
+    negatives: Annotated[int, typer.Option(min=1, help="Mined hard negatives per positive.")] = 5,
     teacher: Annotated[str | None, typer.Option(help="Cross-encoder whose score margins are distilled too "
                                                 "(Margin-MSE): a directory from `rankstack train cross-encoder` "
                                                 "or a Hugging Face id.")] = None,
