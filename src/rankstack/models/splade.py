@@ -30,7 +30,7 @@ from rankstack._optional import require
 from rankstack.errors import ModelLoadError
 from rankstack.models.encoder import TruncationReport
 from rankstack.models.loading import canonical_model_id, describe_load_failure, resolve_model_location
-from rankstack.models.splade_pooling import decoder_of, max_logits
+from rankstack.models.splade_pooling import decoder_of, is_max_relu_pooling, max_logits
 
 logger = logging.getLogger(__name__)
 
@@ -116,11 +116,7 @@ class SpladeEncoder:
         the logits itself (max first, then log1p(relu): the same numbers, without transforming every
         token's logits)."""
         modules = list(self._model)
-        if len(modules) != 2 or type(modules[1]).__name__ != "SpladePooling":
-            return False
-        pooling = modules[1]
-        return getattr(pooling, "pooling_strategy", "") == "max" and getattr(pooling, "activation_function",
-                                                                              "") == "relu"
+        return len(modules) == 2 and is_max_relu_pooling(modules[1])
 
     def config(self) -> dict[str, Any]:
         return {"model": self.model_id, "vocab_size": len(self.vocab), "vocab_sha256": self.vocab_sha256,

@@ -14,6 +14,13 @@ from typing import Any
 from rankstack._optional import require
 
 
+def is_max_relu_pooling(module: Any) -> bool:
+    """Whether ``module`` is sentence-transformers' SpladePooling with max pooling of relu'd logits, the
+    pooling this module computes."""
+    return type(module).__name__ == "SpladePooling" and getattr(module, "pooling_strategy", "") == "max" and \
+        getattr(module, "activation_function", "") == "relu"
+
+
 def decoder_of(transformer: Any) -> Any:
     """The linear vocabulary decoder (with a bias) that ends ``transformer``'s masked-language model, or None
     when it does not end in one."""

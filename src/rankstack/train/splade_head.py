@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from rankstack._optional import require
-from rankstack.models.splade_pooling import decoder_of, max_logits
+from rankstack.models.splade_pooling import decoder_of, is_max_relu_pooling, max_logits
 
 _GRADIENT_ROWS = 65_536  # active (text, term) pairs handled at once in the backward pass: bounds its memory
 
@@ -76,8 +76,7 @@ def _lean_pairs(model: Any) -> list[tuple[Any, Any]]:
             continue
         members = list(sequence)
         for transformer, pooling in zip(members, members[1:], strict=False):
-            if type(pooling).__name__ != "SpladePooling" or pooling.pooling_strategy != "max" or \
-                    pooling.activation_function != "relu":
+            if not is_max_relu_pooling(pooling):
                 continue
             decoder = decoder_of(transformer)
             if decoder is not None:
