@@ -30,6 +30,7 @@ from rankstack.models.hardware import cpu_class
 from rankstack.models.loading import resolve_model_location
 from rankstack.train.adapt_lists import corpus_documents, label_lists, make_queries
 from rankstack.train.adapt_settings import AdaptSettings
+from rankstack.train.labellers import teacher_labeller
 from rankstack.train.self_check import source_ranks
 from rankstack.train.teachers import load_teacher
 
@@ -53,7 +54,7 @@ def check_collection(folder: Path, teacher: Any, student: Any, settings: AdaptSe
     index, _ = open_or_build(folder)
     docs, _ = corpus_documents(index, folder)
     started = time.perf_counter()
-    lists = label_lists(index, make_queries(docs, settings, count), teacher, settings)
+    lists = label_lists(index, make_queries(docs, settings, count), teacher_labeller(teacher), settings)
     predicted = []
     for x in lists:
         vectors = student.encode([x.query.text, *x.texts], normalize_embeddings=True, convert_to_numpy=True,

@@ -380,3 +380,41 @@ def test_the_command_prints_a_pipeline_that_eval_runs(models: dict[str, str], tm
     assert pipeline == json.loads((tmp_path / "out" / "adapt_card.json").read_text())["suggested_pipeline"]
     code, out, err = run("eval", str(dataset), "-p", pipeline, "--metrics", "nDCG@10", "--json")
     assert code == 0, err
+
+
+def test_hybrid_labels_score_any_text_as_the_index_would_and_need_no_teacher(models: dict[str, str], corpus: Path,
+                                                                             index: Any, tmp_path: Path) -> None:
+    import numpy as np
+
+    from rankstack.train.labellers import LexicalScorer, hybrid_labeller, make_labeller, standardised
+
+    view = index.view()
+    ids = sorted(view.doc_positions)
+    docs = view.get_docs(ids)
+    lexical = LexicalScorer(index, [docs[d].contents for d in ids])  # the whole corpus: the exact average length
+    query = "telescope galaxy orbit moon recipe"
+    expected = view.bm25_scores(index.analyzer.analyze(query), 0.9, 0.4)
+    rows = [view.doc_positions[d] for d in ids[:30]]
+    got = lexical.scores(query, [docs[d].contents for d in ids[:30]])
+    np.testing.assert_allclose(got, expected[rows], rtol=1e-4, atol=1e-5)
+    assert got.max() > 0 and (got == 0).any()  # the query matches some documents and misses others
+    # a text the index never saw (a document without its inverse-cloze sentence) is scored on what it says
+    assert lexical.scores("telescope", ["no such word here", "telescope telescope"])[0] == 0.0
+    assert list(standardised(np.array([2.0, 2.0]))) == [0.0, 0.0]
+
+    student = sentence_transformers.SentenceTransformer(models["bi"], device="cpu")
+    texts = [docs[d].contents for d in ids[:5]]
+    labels = hybrid_labeller(index, student, texts)([(query, texts)], None)[0]
+    cosines = student.encode([query, *texts], normalize_embeddings=True)
+    blended = (standardised(lexical.scores(query, texts)) + standardised(cosines[1:] @ cosines[0])) / 2
+    np.testing.assert_allclose(labels, blended, atol=1e-4)  # the mean of the two standardised halves
+    with pytest.raises(RankstackError, match="unknown labels 'oracle'"):
+        make_labeller("oracle", index, None, student, texts)
+
+    # hybrid labels run the whole command with no cross-encoder anywhere, and the card says so
+    card = adapt(corpus, tmp_path / "hybrid", _settings(models, teacher=None, labels="hybrid"), index=index)
+    assert card["teacher"]["labels"] == "hybrid" and card["teacher"]["location"] is None
+    assert card["training"]["bi_encoder"]["steps"] > 0 and card["pseudo_queries"]["heldout"] >= 1
+    # the averaged labels: the teacher's standardised scores and the hybrid's, half each
+    mixed = adapt(corpus, tmp_path / "mixed", _settings(models, labels="teacher+hybrid", reranker=False), index=index)
+    assert mixed["teacher"]["labels"] == "teacher+hybrid" and mixed["teacher"]["resolved"] == "--teacher"

@@ -20,6 +20,8 @@ def adapt_command(
     teacher: Annotated[str | None, typer.Option(help="Cross-encoder that labels the candidates: local directory or "
                                                 "Hugging Face id (default: the best one in the local Hugging Face "
                                                 "cache; see docs/adapt.md).")] = None,
+    labels: Annotated[str, typer.Option(help="What labels the candidates: teacher, hybrid (BM25 and the bi-encoder, "
+                                        "no teacher needed) or teacher+hybrid.")] = "teacher",
     budget: Annotated[str, typer.Option(help="Time for the whole command, e.g. 30m, 90s, 1h.")] = "30m",
     source: Annotated[str, typer.Option(help="What of a document is its pseudo-query: sentence (inverse cloze), "
                                         "keywords, span or title.")] = "sentence",
@@ -43,7 +45,7 @@ def adapt_command(
     from rankstack.index.cache import open_or_build
     from rankstack.train.adapt import AdaptSettings, adapt, parse_budget
 
-    settings = AdaptSettings(teacher=teacher, base=base, source=source, generator=generator,
+    settings = AdaptSettings(teacher=teacher, labels=labels, base=base, source=source, generator=generator,
                              generator_model=generator_model, queries=queries, depth=depth, negatives=negatives,
                              hybrid=hybrid, budget_seconds=parse_budget(budget), epochs=epochs, batch_size=batch_size,
                              learning_rate=learning_rate, seed=seed, reranker=reranker)

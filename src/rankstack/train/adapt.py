@@ -51,9 +51,10 @@ from rankstack.train.adapt_settings import (
     parse_budget,
 )
 from rankstack.train.arguments import BiEncoderTraining
+from rankstack.train.labellers import Labeller, check_labels, make_labeller
 from rankstack.train.pseudo_queries import check_source
 from rankstack.train.self_check import self_check, suggested_pipeline
-from rankstack.train.teachers import check_cross_encoder, load_teacher, resolve_teacher, score_pairs
+from rankstack.train.teachers import check_cross_encoder, load_teacher, resolve_teacher
 
 logger = logging.getLogger(__name__)
 CARD = "adapt_card.json"
@@ -162,8 +163,11 @@ def adapt(corpus: str | Path, output: str | Path, settings: AdaptSettings, *, in
     if not settings.generator:
         check_source(settings.source)
     hybrid_pipeline(settings.hybrid, settings.base)  # refuses an unknown hybrid before any work
-    teacher_location, teacher_found = resolve_teacher(settings.teacher)
-    check_cross_encoder(teacher_location, settings.teacher or teacher_location)
+    check_labels(settings.labels)
+    teacher_location, teacher_found = (None, "not used: labels from the hybrid") if settings.labels == "hybrid" \
+        else resolve_teacher(settings.teacher)
+    if teacher_location is not None:
+        check_cross_encoder(teacher_location, settings.teacher or teacher_location)
     base_location = resolve_model_location(settings.base)
     if index is None:
         from rankstack.index.cache import open_or_build
@@ -209,7 +213,7 @@ def adapt(corpus: str | Path, output: str | Path, settings: AdaptSettings, *, in
     return card
 
 
-def _labelled_lists(run: _Run, index: Index, docs: list[Any], teacher_location: str, student: Any,
+def _labelled_lists(run: _Run, index: Index, docs: list[Any], teacher_location: str | None, student: Any,
                     progress: ProgressFactory | None) -> tuple[list[LabelledList], bool]:
     """The lists an interrupted earlier run with the same data settings saved, else new ones (as many as the
     budget allows, or ``settings.queries``, timed first against the budget). Returns (lists, reused)."""
@@ -220,8 +224,10 @@ def _labelled_lists(run: _Run, index: Index, docs: list[Any], teacher_location: 
     phase = time.perf_counter()
     # the hybrid's vectors first (encoding a large corpus takes a while), so the budget left is known when sizing
     parse_pipeline(hybrid_pipeline(settings.hybrid, settings.base), index).prepare(progress)
-    teacher = load_teacher(teacher_location, settings.max_length)
-    count = _query_count(run, docs, teacher, student)
+    teacher = load_teacher(teacher_location, settings.max_length) if teacher_location is not None else None
+    sample = [d.contents for d in random.Random(settings.seed).sample(docs, min(len(docs), 2000))]
+    labeller = make_labeller(settings.labels, index, teacher, student, sample)
+    count = _query_count(run, docs, labeller, student)
     queries = make_queries(docs, settings, count)
     if len(queries) < 20:
         raise EmptyInputError(f"only {len(queries)} pseudo-queries could be made with source "
@@ -229,13 +235,13 @@ def _labelled_lists(run: _Run, index: Index, docs: list[Any], teacher_location: 
                               "titles, or too short); try --source sentence or keywords", path=run.corpus)
     run.lap("pseudo_queries", phase)
     phase = time.perf_counter()
-    lists = label_lists(index, queries, teacher, settings, progress)
+    lists = label_lists(index, queries, labeller, settings, progress)
     save_lists(work, settings.data_fingerprint(), lists)
     run.lap("mining_and_labelling", phase)
     return lists, False
 
 
-def _query_count(run: _Run, docs: list[Any], teacher: Any, student: Any) -> int:
+def _query_count(run: _Run, docs: list[Any], labeller: Labeller, student: Any) -> int:
     """How many documents give pseudo-queries: ``settings.queries`` when given (refused when its labelling
     alone would overrun the budget), else as many as the budget allows on this machine, measured: the
     teacher timed on a few pairs and a training step estimated from a timed forward pass, 80% of what is
@@ -246,13 +252,13 @@ def _query_count(run: _Run, docs: list[Any], teacher: Any, student: Any) -> int:
     columns = {"query": [" ".join(d.contents.split()[:12]) for d in sample], "positive": [d.contents for d in sample],
                "negative": [d.contents for d in sample[1:] + sample[:1]]}
     timed = time.perf_counter()
-    score_pairs(teacher, [(columns["query"][0], d.contents) for d in sample[:16]], batch_size=16)
+    labeller([(columns["query"][0], [d.contents for d in sample[:16]])], None)
     per_pair = (time.perf_counter() - timed) / min(len(sample), 16)
     if settings.queries:
         labelling = per_pair * min(settings.queries, len(docs)) * settings.depth
         if time.perf_counter() + labelling > run.deadline:
             raise AdaptError(f"a budget of {settings.budget_seconds:.0f} s is too short: scoring "
-                             f"{settings.queries * settings.depth:,} candidates with the teacher alone takes about "
+                             f"{settings.queries * settings.depth:,} candidates alone takes about "
                              f"{labelling:.0f} s here; give a longer --budget or fewer --queries")
         return settings.queries
     step = _step_seconds(student, columns, settings.batch_size, "bi-encoder")
@@ -307,7 +313,7 @@ def _check_training_budget(run: _Run, student: Any, reranker: Any | None, column
                      f"training at once); give --budget {enough}m or more, or fewer --queries")
 
 
-def _card(run: _Run, lists: list[LabelledList], with_text: int, without_text: int, teacher: tuple[str, str],
+def _card(run: _Run, lists: list[LabelledList], with_text: int, without_text: int, teacher: tuple[str | None, str],
           training: dict[str, Any], check: dict[str, Any], reused: bool) -> dict[str, Any]:
     settings = run.settings
     return {"kind": "adapt", "corpus": str(Path(run.corpus).resolve()), "documents": with_text + without_text,
@@ -318,7 +324,7 @@ def _card(run: _Run, lists: list[LabelledList], with_text: int, without_text: in
                                "sentence_removed": sum(x.query.removed for x in lists)},
             "first_stage": hybrid_pipeline(settings.hybrid, settings.base), "candidates_per_query": settings.depth,
             "teacher": {"model": settings.teacher or teacher[0], "location": teacher[0], "resolved": teacher[1],
-                        "pairs_scored": sum(len(x.doc_ids) for x in lists)},
+                        "labels": settings.labels, "pairs_scored": sum(len(x.doc_ids) for x in lists)},
             "base": canonical_model_id(settings.base), "training": {"reranker": None, **training},
             "parameters": asdict(settings), "self_check": check,
             "suggested_pipeline": suggested_pipeline(check, settings, run.output), "reused_labelled_lists": reused,

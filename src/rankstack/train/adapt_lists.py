@@ -17,8 +17,9 @@ from rankstack.errors import EmptyInputError
 from rankstack.index import Index
 from rankstack.stages import SearchContext, parse_pipeline
 from rankstack.train.adapt_settings import MAX_AUTO_QUERIES, MIN_DOCUMENTS, AdaptSettings, hybrid_pipeline
+from rankstack.train.labellers import Labeller
 from rankstack.train.pseudo_queries import PseudoQuery, make_pseudo_queries
-from rankstack.train.teachers import margin_scale, score_pairs
+from rankstack.train.teachers import margin_scale
 from rankstack.types import Doc, Query
 
 logger = logging.getLogger(__name__)
@@ -79,9 +80,9 @@ def make_queries(docs: list[Doc], settings: AdaptSettings, count: int | None = N
     return make_pseudo_queries(chosen, settings.source, settings.seed, corpus_sample=sample)
 
 
-def label_lists(index: Index, queries: list[PseudoQuery], teacher: Any, settings: AdaptSettings,
+def label_lists(index: Index, queries: list[PseudoQuery], labeller: Labeller, settings: AdaptSettings,
                 progress: ProgressFactory | None = None) -> list[LabelledList]:
-    """Mine each query's candidates with the hybrid, put its source document first, score all with the teacher."""
+    """Mine each query's candidates with the hybrid, put its source document first, label all (``labellers``)."""
     pipeline = parse_pipeline(f"{hybrid_pipeline(settings.hybrid, settings.base)}%{settings.depth}", index)
     pipeline.prepare(progress)
     mined = pipeline.transform([Query(q.query_id, q.text) for q in queries], context=SearchContext())
@@ -89,18 +90,15 @@ def label_lists(index: Index, queries: list[PseudoQuery], teacher: Any, settings
               for q in queries}
     texts = index.view().get_docs(sorted({d for ids in others.values() for d in ids}))
     kept = [q for q in queries if others[q.query_id]]
-    pairs = [(q.text, t) for q in kept for t in [q.document, *(texts[d].contents for d in others[q.query_id])]]
-    advance = progress("scoring candidates with the teacher", len(pairs)) if progress else None
-    scores = score_pairs(teacher, pairs, advance=advance).tolist()
+    groups = [(q.text, [q.document, *(texts[d].contents for d in others[q.query_id])]) for q in kept]
+    advance = progress(f"labelling candidates ({settings.labels})", sum(len(t) for _, t in groups)) \
+        if progress else None
+    scores = labeller(groups, advance)
     heldout_count = max(1, round(len(kept) * settings.heldout)) if settings.heldout > 0 else 0
     heldout = set(random.Random(settings.seed + 1).sample([q.query_id for q in kept], min(heldout_count, len(kept))))
-    lists, position = [], 0
-    for q in kept:
-        ids = [q.doc_id, *others[q.query_id]]
-        lists.append(LabelledList(q, ids, [q.document, *(texts[d].contents for d in others[q.query_id])],
-                                  scores[position:position + len(ids)], q.query_id in heldout))
-        position += len(ids)
-    return lists
+    return [LabelledList(q, [q.doc_id, *others[q.query_id]], group_texts, [float(s) for s in group_scores],
+                         q.query_id in heldout)
+            for q, (_, group_texts), group_scores in zip(kept, groups, scores, strict=True)]
 
 
 def _write_atomic(path: Path, text: str) -> None:

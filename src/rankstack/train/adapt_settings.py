@@ -27,6 +27,9 @@ class AdaptSettings:
 
     teacher: str | None = None
     """A cross-encoder (local directory or Hugging Face id); None: the best cached one (TEACHER_CANDIDATES)."""
+    labels: str = "teacher"
+    """What labels the candidates (``labellers.LABELS``): the teacher, the hybrid first stage (no teacher
+    needed), or both averaged."""
     base: str = "default"
     """The bi-encoder adapted (and the dense half of the hybrid)."""
     source: str = DEFAULT_SOURCE
@@ -53,8 +56,8 @@ class AdaptSettings:
     adapted model must agree better with the teacher than the unadapted one to be recommended."""
 
     def data_fingerprint(self) -> str:
-        keys = ("teacher", "base", "source", "generator", "generator_model", "queries", "heldout", "depth", "hybrid",
-                "seed", "max_length")
+        keys = ("teacher", "labels", "base", "source", "generator", "generator_model", "queries", "heldout", "depth",
+                "hybrid", "seed", "max_length")
         return hashlib.sha1(json.dumps({k: getattr(self, k) for k in keys}, sort_keys=True).encode()).hexdigest()[:16]
 
 
