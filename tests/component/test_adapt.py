@@ -382,8 +382,8 @@ def test_the_command_prints_a_pipeline_that_eval_runs(models: dict[str, str], tm
     assert code == 0, err
 
 
-def test_hybrid_labels_score_any_text_as_the_index_would_and_need_no_teacher(models: dict[str, str], corpus: Path,
-                                                                             index: Any, tmp_path: Path) -> None:
+def test_hybrid_labels_score_any_text_as_the_index_would_and_need_no_teacher(
+        models: dict[str, str], corpus: Path, index: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import numpy as np
 
     from rankstack.train.labellers import LexicalScorer, hybrid_labeller, make_labeller, standardised
@@ -411,9 +411,14 @@ def test_hybrid_labels_score_any_text_as_the_index_would_and_need_no_teacher(mod
     with pytest.raises(RankstackError, match="unknown labels 'oracle'"):
         make_labeller("oracle", index, None, student, texts)
 
-    # hybrid labels run the whole command with no cross-encoder anywhere, and the card says so
-    card = adapt(corpus, tmp_path / "hybrid", _settings(models, teacher=None, labels="hybrid"), index=index)
+    # with no teacher given and none on disk, the default labels are the hybrid's: the whole command runs with
+    # no cross-encoder anywhere, and the card says so; asking for the teacher's labels then is refused
+    monkeypatch.setattr(teachers, "_cached_location", lambda model_id: None)
+    with pytest.raises(AdaptError, match="no teacher cross-encoder is available offline"):
+        adapt(corpus, tmp_path / "refused", _settings(models, teacher=None, labels="teacher"), index=index)
+    card = adapt(corpus, tmp_path / "hybrid", _settings(models, teacher=None), index=index)
     assert card["teacher"]["labels"] == "hybrid" and card["teacher"]["location"] is None
+    assert card["teacher"]["resolved"] == "no cross-encoder available offline: labels from the hybrid"
     assert card["training"]["bi_encoder"]["steps"] > 0 and card["pseudo_queries"]["heldout"] >= 1
     # the averaged labels: the teacher's standardised scores and the hybrid's, half each
     mixed = adapt(corpus, tmp_path / "mixed", _settings(models, labels="teacher+hybrid", reranker=False), index=index)

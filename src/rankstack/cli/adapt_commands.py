@@ -19,9 +19,10 @@ def adapt_command(
     output: Annotated[Path, typer.Option("--output", "-o", help="Directory for the models and adapt_card.json.")],
     teacher: Annotated[str | None, typer.Option(help="Cross-encoder that labels the candidates: local directory or "
                                                 "Hugging Face id (default: the best one in the local Hugging Face "
-                                                "cache; see docs/adapt.md).")] = None,
+                                                "cache, else labels from the hybrid; see docs/adapt.md).")] = None,
     labels: Annotated[str, typer.Option(help="What labels the candidates: teacher, hybrid (BM25 and the bi-encoder, "
-                                        "no teacher needed) or teacher+hybrid.")] = "teacher",
+                                        "no teacher needed), teacher+hybrid, or auto: the teacher when one is "
+                                        "given or cached, else hybrid.")] = "auto",
     budget: Annotated[str, typer.Option(help="Time for the whole command, e.g. 30m, 90s, 1h.")] = "30m",
     source: Annotated[str, typer.Option(help="What of a document is its pseudo-query: sentence (inverse cloze), "
                                         "keywords, span or title.")] = "sentence",

@@ -51,10 +51,10 @@ from rankstack.train.adapt_settings import (
     parse_budget,
 )
 from rankstack.train.arguments import BiEncoderTraining
-from rankstack.train.labellers import Labeller, check_labels, make_labeller
+from rankstack.train.labellers import Labeller, choose_labels, make_labeller
 from rankstack.train.pseudo_queries import check_source
 from rankstack.train.self_check import self_check, suggested_pipeline
-from rankstack.train.teachers import check_cross_encoder, load_teacher, resolve_teacher
+from rankstack.train.teachers import check_cross_encoder, load_teacher
 
 logger = logging.getLogger(__name__)
 CARD = "adapt_card.json"
@@ -140,6 +140,8 @@ class _Run:
     output: Path
     started: float = field(default_factory=time.perf_counter)
     seconds: dict[str, float] = field(default_factory=dict)
+    labels: str = "teacher"
+    """The labels used (``settings.labels`` with ``auto`` resolved)."""
 
     @property
     def deadline(self) -> float:
@@ -163,9 +165,7 @@ def adapt(corpus: str | Path, output: str | Path, settings: AdaptSettings, *, in
     if not settings.generator:
         check_source(settings.source)
     hybrid_pipeline(settings.hybrid, settings.base)  # refuses an unknown hybrid before any work
-    check_labels(settings.labels)
-    teacher_location, teacher_found = (None, "not used: labels from the hybrid") if settings.labels == "hybrid" \
-        else resolve_teacher(settings.teacher)
+    run.labels, teacher_location, teacher_found = choose_labels(settings.labels, settings.teacher)
     if teacher_location is not None:
         check_cross_encoder(teacher_location, settings.teacher or teacher_location)
     base_location = resolve_model_location(settings.base)
@@ -226,7 +226,7 @@ def _labelled_lists(run: _Run, index: Index, docs: list[Any], teacher_location: 
     parse_pipeline(hybrid_pipeline(settings.hybrid, settings.base), index).prepare(progress)
     teacher = load_teacher(teacher_location, settings.max_length) if teacher_location is not None else None
     sample = [d.contents for d in random.Random(settings.seed).sample(docs, min(len(docs), 2000))]
-    labeller = make_labeller(settings.labels, index, teacher, student, sample)
+    labeller = make_labeller(run.labels, index, teacher, student, sample)
     count = _query_count(run, docs, labeller, student)
     queries = make_queries(docs, settings, count)
     if len(queries) < 20:
@@ -324,7 +324,7 @@ def _card(run: _Run, lists: list[LabelledList], with_text: int, without_text: in
                                "sentence_removed": sum(x.query.removed for x in lists)},
             "first_stage": hybrid_pipeline(settings.hybrid, settings.base), "candidates_per_query": settings.depth,
             "teacher": {"model": settings.teacher or teacher[0], "location": teacher[0], "resolved": teacher[1],
-                        "labels": settings.labels, "pairs_scored": sum(len(x.doc_ids) for x in lists)},
+                        "labels": run.labels, "pairs_scored": sum(len(x.doc_ids) for x in lists)},
             "base": canonical_model_id(settings.base), "training": {"reranker": None, **training},
             "parameters": asdict(settings), "self_check": check,
             "suggested_pipeline": suggested_pipeline(check, settings, run.output), "reused_labelled_lists": reused,

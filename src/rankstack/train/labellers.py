@@ -24,9 +24,11 @@ import numpy as np
 from rankstack.errors import RankstackError
 from rankstack.index import Index
 from rankstack.index.lucene_bm25 import idf, posting_scores
-from rankstack.train.teachers import score_pairs
+from rankstack.train.adapt_settings import AdaptError
+from rankstack.train.teachers import resolve_teacher, score_pairs
 
-LABELS = ("teacher", "hybrid", "teacher+hybrid")
+LABELS = ("auto", "teacher", "hybrid", "teacher+hybrid")
+"""``auto``: the teacher when one is given or found offline, else the hybrid (adapt then needs no download)."""
 Groups = Sequence[tuple[str, Sequence[str]]]
 """(query, the texts of its candidates) for each pseudo-query."""
 Labeller = Callable[[Groups, Callable[[int], None] | None], list[np.ndarray]]
@@ -35,6 +37,21 @@ Labeller = Callable[[Groups, Callable[[int], None] | None], list[np.ndarray]]
 def check_labels(labels: str) -> None:
     if labels not in LABELS:
         raise RankstackError(f"unknown labels {labels!r}; pass --labels one of {', '.join(LABELS)}")
+
+
+def choose_labels(labels: str, teacher: str | None) -> tuple[str, str | None, str]:
+    """(the labels used, the teacher's location or None, how the teacher was found or why there is none)."""
+    check_labels(labels)
+    if labels == "hybrid":
+        return "hybrid", None, "not used: labels from the hybrid"
+    if labels == "auto" and not teacher:
+        try:
+            location, how = resolve_teacher(None)
+        except AdaptError:
+            return "hybrid", None, "no cross-encoder available offline: labels from the hybrid"
+        return "teacher", location, how
+    location, how = resolve_teacher(teacher)
+    return ("teacher" if labels == "auto" else labels), location, how
 
 
 def standardised(scores: np.ndarray) -> np.ndarray:
@@ -129,6 +146,8 @@ def make_labeller(labels: str, index: Index, teacher: Any | None, student: Any, 
     check_labels(labels)
     if labels == "hybrid":
         return hybrid_labeller(index, student, sample)
+    if labels == "auto":
+        raise RankstackError("labels 'auto' must be resolved first (choose_labels)")
     assert teacher is not None
     if labels == "teacher":
         return teacher_labeller(teacher)
