@@ -73,20 +73,31 @@ def measure_collection(data: Path, adapted: Path, teacher: str | None) -> dict[s
             print(f"{data.name:10} {name:16} {systems[name]['nDCG@10']:.4f}", flush=True)
     finally:
         index.close()
-    without_name, without = best(systems, list(WITHOUT))
-    with_name, with_ = best(systems, [n for n in systems if n.startswith("adapted_") or n == "suggested"])
-    suggested = systems.get("suggested") or next(s for s in systems.values()
-                                                if s["pipeline"] == card["suggested_pipeline"])
+    suggested = next(n for n, s in systems.items() if s["pipeline"] == card["suggested_pipeline"])
     # pipelines are named by role in the results, not by the directories they sat in on the benchmark machine
     for figures in systems.values():
         figures["pipeline"] = figures["pipeline"].replace(str(adapted), "ADAPTED").replace(str(teacher), "TEACHER")
-    return {"systems": systems, "best_without": {"system": without_name, "nDCG@10": without},
-            "best_with_adapted": {"system": with_name, "nDCG@10": with_},
-            "gain": round(with_ - without, 4), "suggested_gain": round(suggested["nDCG@10"] - without, 4),
-            "adapt": {"seconds": card["seconds"], "self_check": card["self_check"],
-                      "training": card["training"], "pseudo_queries": card["pseudo_queries"],
-                      "parameters": {k: v for k, v in card["parameters"].items() if k != "teacher"},
-                      "suggested_pipeline": card["suggested_pipeline"].replace(str(adapted), "ADAPTED")}}
+    return summarised({"systems": systems, "suggested_system": suggested,
+                       "adapt": {"seconds": card["seconds"], "self_check": card["self_check"],
+                                 "training": card["training"], "pseudo_queries": card["pseudo_queries"],
+                                 "labels": card["teacher"].get("labels", "teacher"),
+                                 "parameters": {k: v for k, v in card["parameters"].items() if k != "teacher"},
+                                 "suggested_pipeline": card["suggested_pipeline"].replace(str(adapted), "ADAPTED")}})
+
+
+def summarised(figures: dict[str, Any]) -> dict[str, Any]:
+    """The best pipeline without adapted models, the best with them, and the gains. A pipeline counts as one
+    with adapted models only when it names them: the suggested pipeline, when the self-check refused the
+    adapted bi-encoder, is an unadapted one and belongs to neither group."""
+    systems = figures["systems"]
+    without_name, without = best(systems, list(WITHOUT))
+    with_name, with_ = best(systems, [n for n, s in systems.items() if "ADAPTED" in s["pipeline"]])
+    name = figures.get("suggested_system") or next(n for n, s in systems.items()
+                                                   if s["pipeline"] == figures["adapt"]["suggested_pipeline"])
+    suggested = systems[name]["nDCG@10"]
+    return {**figures, "best_without": {"system": without_name, "nDCG@10": without},
+            "best_with_adapted": {"system": with_name, "nDCG@10": with_}, "gain": round(with_ - without, 4),
+            "suggested_gain": round(suggested - without, 4)}
 
 
 def measured(data: Path, adapted: Path, teacher: str | None, reuse: Path | None) -> dict[str, Any]:
@@ -96,7 +107,7 @@ def measured(data: Path, adapted: Path, teacher: str | None, reuse: Path | None)
         saved = json.loads(kept.read_text(encoding="utf-8"))
         if saved.get("key") == key:
             print(f"{data.name}: figures of an earlier run with the same adapt card and teacher", flush=True)
-            return dict(saved["figures"])
+            return summarised(dict(saved["figures"]))
     figures = measure_collection(data, adapted, teacher)
     if kept is not None:
         kept.parent.mkdir(parents=True, exist_ok=True)

@@ -224,6 +224,7 @@ def test_without_a_count_the_budget_decides_how_many_pseudo_queries(monkeypatch:
     import numpy as np
 
     from rankstack.train import adapt as adapt_module
+    from rankstack.train.labellers import teacher_labeller
 
     class InstantTeacher:  # labelling costs nothing: the training steps alone share out the budget
         def predict(self, pairs: list[Any], **kwargs: Any) -> Any:
@@ -234,8 +235,8 @@ def test_without_a_count_the_budget_decides_how_many_pseudo_queries(monkeypatch:
 
     def count(budget: float, **overrides: Any) -> int:
         settings = AdaptSettings(teacher="t", depth=16, negatives=4, batch_size=32, budget_seconds=budget, **overrides)
-        return adapt_module._query_count(adapt_module._Run(settings, "corpus", Path("out")), docs, InstantTeacher(),
-                                         None)
+        return adapt_module._query_count(adapt_module._Run(settings, "corpus", Path("out")), docs,
+                                         teacher_labeller(InstantTeacher()), None)
 
     # one query: 0.9 of it trained on, 4 rows of a 32-row step of 2 s: 0.225 s; 80% of the budget is shared out
     assert count(600.0) == 1000  # 2,133 would fit: capped
