@@ -421,6 +421,6 @@ def test_hybrid_labels_score_any_text_as_the_index_would_and_need_no_teacher(
     assert card["teacher"]["labels"] == "hybrid" and card["teacher"]["location"] is None
     assert card["teacher"]["resolved"] == "no cross-encoder available offline: labels from the hybrid"
     assert card["training"]["bi_encoder"]["steps"] > 0 and card["pseudo_queries"]["heldout"] >= 1
-    # the averaged labels: the teacher's standardised scores and the hybrid's, half each
-    mixed = adapt(corpus, tmp_path / "mixed", _settings(models, labels="teacher+hybrid", reranker=False), index=index)
-    assert mixed["teacher"]["labels"] == "teacher+hybrid" and mixed["teacher"]["resolved"] == "--teacher"
+    # a teacher given: auto labels with it
+    taught = adapt(corpus, tmp_path / "taught", _settings(models), index=index)
+    assert taught["teacher"]["labels"] == "teacher" and taught["teacher"]["resolved"] == "--teacher"

@@ -21,7 +21,7 @@ def adapt_command(
                                                 "Hugging Face id (default: the best one in the local Hugging Face "
                                                 "cache, else labels from the hybrid; see docs/adapt.md).")] = None,
     labels: Annotated[str, typer.Option(help="What labels the candidates: teacher, hybrid (BM25 and the bi-encoder, "
-                                        "no teacher needed), teacher+hybrid, or auto: the teacher when one is "
+                                        "no teacher needed), or auto: the teacher when one is "
                                         "given or cached, else hybrid.")] = "auto",
     budget: Annotated[str, typer.Option(help="Time for the whole command, e.g. 30m, 90s, 1h.")] = "30m",
     source: Annotated[str, typer.Option(help="What of a document is its pseudo-query: sentence (inverse cloze), "

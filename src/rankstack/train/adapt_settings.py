@@ -29,7 +29,7 @@ class AdaptSettings:
     """A cross-encoder (local directory or Hugging Face id); None: the best cached one (TEACHER_CANDIDATES)."""
     labels: str = "auto"
     """What labels the candidates (``labellers.LABELS``): the teacher, the hybrid first stage (no teacher
-    needed), both averaged, or ``auto``: the teacher when there is one, else the hybrid."""
+    needed), or ``auto``: the teacher when there is one, else the hybrid."""
     base: str = "default"
     """The bi-encoder adapted (and the dense half of the hybrid)."""
     source: str = DEFAULT_SOURCE

@@ -1,4 +1,4 @@
-"""What labels ``rankstack adapt``'s candidates: a teacher cross-encoder, the hybrid first stage itself, or both.
+"""What labels ``rankstack adapt``'s candidates: a teacher cross-encoder, or the hybrid first stage itself.
 
 * ``teacher``: the cross-encoder's raw score of each (pseudo-query, candidate) pair (GPL).
 * ``hybrid``: no cross-encoder at all. Each pair gets its BM25 score (the index's statistics, Lucene's
@@ -6,8 +6,6 @@
   and the two are averaged, as the z-score hybrid fuses them at search time. The candidate texts are
   scored as they are paired in training (for an inverse-cloze query, its document without the sentence),
   so the label never credits a copied sentence.
-* ``teacher+hybrid``: the standardised teacher score and that hybrid label, averaged: a cross-domain
-  teacher's errors are damped by two rankers that know the corpus's vocabulary.
 
 Standardised labels are on one scale across lists, which MarginMSE needs (``margin_scale`` then maps them
 to cosine differences as it does raw teacher scores).
@@ -27,7 +25,7 @@ from rankstack.index.lucene_bm25 import idf, posting_scores
 from rankstack.train.adapt_settings import AdaptError
 from rankstack.train.teachers import resolve_teacher, score_pairs
 
-LABELS = ("auto", "teacher", "hybrid", "teacher+hybrid")
+LABELS = ("auto", "teacher", "hybrid")
 """``auto``: the teacher when one is given or found offline, else the hybrid (adapt then needs no download)."""
 Groups = Sequence[tuple[str, Sequence[str]]]
 """(query, the texts of its candidates) for each pseudo-query."""
@@ -133,14 +131,6 @@ def teacher_labeller(teacher: Any) -> Labeller:
     return label
 
 
-def mixed_labeller(teacher: Labeller, hybrid: Labeller) -> Labeller:
-    def label(groups: Groups, advance: Callable[[int], None] | None = None) -> list[np.ndarray]:
-        return [(standardised(t) + h) / 2 for t, h in zip(teacher(groups, advance), hybrid(groups, None),
-                                                           strict=True)]
-
-    return label
-
-
 def make_labeller(labels: str, index: Index, teacher: Any | None, student: Any, sample: Sequence[str]) -> Labeller:
     """The labeller ``labels`` names; ``student`` is the unadapted bi-encoder (the hybrid's dense half)."""
     check_labels(labels)
@@ -149,6 +139,4 @@ def make_labeller(labels: str, index: Index, teacher: Any | None, student: Any, 
     if labels == "auto":
         raise RankstackError("labels 'auto' must be resolved first (choose_labels)")
     assert teacher is not None
-    if labels == "teacher":
-        return teacher_labeller(teacher)
-    return mixed_labeller(teacher_labeller(teacher), hybrid_labeller(index, student, sample))
+    return teacher_labeller(teacher)
