@@ -56,7 +56,8 @@ def adapt_command(
     with ProgressBars() as bars, contextlib.redirect_stdout(sys.stderr):
         card = adapt(corpus, output, settings, index=index, progress=bars)
     check = card["self_check"]
-    stderr.print(f"self-check ({check['heldout_queries']} held-out pseudo-queries, agreement with the teacher, "
+    labels = "the teacher" if card["teacher"]["labels"] == "teacher" else "the hybrid's labels"
+    stderr.print(f"self-check ({check['heldout_queries']} held-out pseudo-queries, agreement with {labels}, "
                  f"nDCG@10): unadapted {check['base']}, adapted {check['adapted']}"
                  + (f", reranker {check['reranker']}" if "reranker" in check else "") + f". {check['reason']}")
     stderr.print(f"saved to {output} in {card['seconds']['total']:.0f} s")
