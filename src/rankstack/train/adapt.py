@@ -3,7 +3,8 @@ reranker) plus a card out, with no relevance judgements.
 
 1. Pseudo-queries from the documents (``pseudo_queries.py``, or a generator from ``generators.py``).
 2. Candidates for each from the hybrid first stage (``rrf(bm25,dense)``, or the z-score linear hybrid).
-3. A teacher cross-encoder scores every (query, candidate) pair.
+3. A teacher cross-encoder scores every (query, candidate) pair, or, with no teacher, the hybrid's own
+   standardised BM25 and cosine scores label them (``labellers.py``).
 4. The bi-encoder learns the teacher's score margins between the query's source document and each
    candidate (MarginMSE, GPL: Wang et al., 2022); with ``reranker`` a small cross-encoder is distilled
    from the same scores.
@@ -251,7 +252,7 @@ def _labelled_lists(run: _Run, index: Index, docs: list[Any], teacher_location: 
 def _query_count(run: _Run, docs: list[Any], labeller: Labeller, student: Any) -> int:
     """How many documents give pseudo-queries: ``settings.queries`` when given (refused when its labelling
     alone would overrun the budget), else as many as the budget allows on this machine, measured: the
-    teacher timed on a few pairs and a training step estimated from a timed forward pass, 80% of what is
+    labelling timed on a few lists and a training step estimated from a timed forward pass, 80% of what is
     left of the budget shared between labelling and one epoch (the rest for the self-check and saving)."""
     settings = run.settings
     sample = random.Random(settings.seed).sample(docs, min(len(docs), max(settings.batch_size, 16)))
