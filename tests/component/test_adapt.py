@@ -392,7 +392,7 @@ def test_hybrid_labels_score_any_text_as_the_index_would_and_need_no_teacher(
     view = index.view()
     ids = sorted(view.doc_positions)
     docs = view.get_docs(ids)
-    lexical = LexicalScorer(index, [docs[d].contents for d in ids])  # the whole corpus: the exact average length
+    lexical = LexicalScorer(index)
     query = "telescope galaxy orbit moon recipe"
     expected = view.bm25_scores(index.analyzer.analyze(query), 0.9, 0.4)
     rows = [view.doc_positions[d] for d in ids[:30]]
@@ -405,12 +405,12 @@ def test_hybrid_labels_score_any_text_as_the_index_would_and_need_no_teacher(
 
     student = sentence_transformers.SentenceTransformer(models["bi"], device="cpu")
     texts = [docs[d].contents for d in ids[:5]]
-    labels = hybrid_labeller(index, student, texts)([(query, texts)], None)[0]
+    labels = hybrid_labeller(index, student)([(query, texts)], None)[0]
     cosines = student.encode([query, *texts], normalize_embeddings=True)
     blended = (standardised(lexical.scores(query, texts)) + standardised(cosines[1:] @ cosines[0])) / 2
     np.testing.assert_allclose(labels, blended, atol=1e-4)  # the mean of the two standardised halves
     with pytest.raises(RankstackError, match="unknown labels 'oracle'"):
-        make_labeller("oracle", index, None, student, texts)
+        make_labeller("oracle", index, None, student)
 
     # with no teacher given and none on disk, the default labels are the hybrid's: the whole command runs with
     # no cross-encoder anywhere, and the card says so; asking for the teacher's labels then is refused

@@ -156,6 +156,9 @@ class LiveView:
     def indexed_doc_count(self) -> int:
         return self._collection_stats[0]
 
+    def average_doc_length(self) -> float:
+        return self._collection_stats[1]
+
     def doc_freq(self, term: str) -> int:
         return len(self._postings(term)[0])
 

@@ -137,6 +137,9 @@ class Segment:
         """Documents with at least one indexed term (Lucene's ``docCount``)."""
         return self.sparse.collection_stats[0]
 
+    def average_doc_length(self) -> float:
+        return self.sparse.collection_stats[1]
+
     def doc_freq(self, term: str) -> int:
         """Number of (live) documents containing ``term``."""
         term_id = self.sparse.vocab.get(term)

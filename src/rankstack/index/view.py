@@ -50,6 +50,9 @@ class IndexView(Protocol):
     def indexed_doc_count(self) -> int:
         """Live documents with at least one indexed term (Lucene's ``docCount``)."""
 
+    def average_doc_length(self) -> float:
+        """Analysed terms per live document with at least one (BM25's ``avgdl``)."""
+
     def doc_freq(self, term: str) -> int:
         """Number of live documents containing the analysed ``term``."""
 

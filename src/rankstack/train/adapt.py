@@ -233,8 +233,7 @@ def _labelled_lists(run: _Run, index: Index, docs: list[Any], teacher_location: 
     # the hybrid's vectors first (encoding a large corpus takes a while), so the budget left is known when sizing
     parse_pipeline(hybrid_pipeline(settings.hybrid, settings.base), index).prepare(progress)
     teacher = load_teacher(teacher_location, settings.max_length) if teacher_location is not None else None
-    sample = [d.contents for d in random.Random(settings.seed).sample(docs, min(len(docs), 2000))]
-    labeller = make_labeller(run.labels, index, teacher, student, sample)
+    labeller = make_labeller(run.labels, index, teacher, student)
     count = _query_count(run, docs, labeller, student)
     queries = make_queries(docs, settings, count)
     if len(queries) < 20:

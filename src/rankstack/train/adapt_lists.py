@@ -91,8 +91,7 @@ def label_lists(index: Index, queries: list[PseudoQuery], labeller: Labeller, se
     texts = index.view().get_docs(sorted({d for ids in others.values() for d in ids}))
     kept = [q for q in queries if others[q.query_id]]
     groups = [(q.text, [q.document, *(texts[d].contents for d in others[q.query_id])]) for q in kept]
-    advance = progress("labelling candidates", sum(len(t) for _, t in groups)) \
-        if progress else None
+    advance = progress("labelling candidates", sum(len(t) for _, t in groups)) if progress else None
     scores = labeller(groups, advance)
     heldout_count = max(1, round(len(kept) * settings.heldout)) if settings.heldout > 0 else 0
     heldout = set(random.Random(settings.seed + 1).sample([q.query_id for q in kept], min(heldout_count, len(kept))))

@@ -62,15 +62,26 @@ def standardised(scores: np.ndarray) -> np.ndarray:
 class LexicalScorer:
     """BM25 of a query against any text, with the index's document frequencies and average length, so a
     text that is not in the index (a document without its inverse-cloze sentence) is scored like one that
-    is. ``sample`` (texts of the corpus) gives the average analysed length."""
+    is."""
 
-    def __init__(self, index: Index, sample: Sequence[str], k1: float = 0.9, b: float = 0.4) -> None:
+    def __init__(self, index: Index, k1: float = 0.9, b: float = 0.4) -> None:
         self.analyzer, self.view = index.analyzer, index.view()
         self.doc_count = max(self.view.indexed_doc_count(), 1)
-        lengths = [len(self.analyzer.analyze(text)) for text in sample]
-        self.avg_length = max(float(np.mean(lengths)) if lengths else 1.0, 1.0)
+        self.avg_length = max(self.view.average_doc_length(), 1.0)
         self.k1, self.b = k1, b
         self._doc_freqs: dict[str, int] = {}
+        # a candidate is in many queries' lists: each text is analysed once (bounded, as a corpus can be large)
+        self._analysed: dict[str, tuple[Counter[str], int]] = {}
+
+    def _terms(self, text: str) -> tuple[Counter[str], int]:
+        found = self._analysed.get(text)
+        if found is None:
+            analysed = self.analyzer.analyze(text)
+            found = (Counter(analysed), len(analysed))
+            if len(self._analysed) >= 20_000:
+                self._analysed.clear()
+            self._analysed[text] = found
+        return found
 
     def _idf(self, terms: list[str]) -> np.ndarray:
         for term in terms:
@@ -82,12 +93,11 @@ class LexicalScorer:
         terms = self.analyzer.analyze(query)  # a repeated query term counts again, as in the bm25 stage
         out = np.zeros(len(texts), dtype=np.float64)
         for i, text in enumerate(texts):
-            analysed = self.analyzer.analyze(text)
-            counts = Counter(analysed)
+            counts, length = self._terms(text)
             matched = [t for t in terms if t in counts]
             if matched:
                 out[i] = float(posting_scores(self._idf(matched), np.array([counts[t] for t in matched]),
-                                              np.full(len(matched), len(analysed)), self.avg_length,
+                                              np.full(len(matched), length), self.avg_length,
                                               self.k1, self.b).sum())
         return out
 
@@ -103,8 +113,8 @@ def cosine_scores(model: Any, groups: Groups, batch_size: int = 32) -> list[np.n
     return [documents[[position[t] for t in ts]] @ queries[i] for i, (_, ts) in enumerate(groups)]
 
 
-def hybrid_labeller(index: Index, model: Any, sample: Sequence[str]) -> Labeller:
-    lexical = LexicalScorer(index, sample)
+def hybrid_labeller(index: Index, model: Any) -> Labeller:
+    lexical = LexicalScorer(index)
 
     def label(groups: Groups, advance: Callable[[int], None] | None = None) -> list[np.ndarray]:
         out = []
@@ -131,11 +141,11 @@ def teacher_labeller(teacher: Any) -> Labeller:
     return label
 
 
-def make_labeller(labels: str, index: Index, teacher: Any | None, student: Any, sample: Sequence[str]) -> Labeller:
+def make_labeller(labels: str, index: Index, teacher: Any | None, student: Any) -> Labeller:
     """The labeller ``labels`` names; ``student`` is the unadapted bi-encoder (the hybrid's dense half)."""
     check_labels(labels)
     if labels == "hybrid":
-        return hybrid_labeller(index, student, sample)
+        return hybrid_labeller(index, student)
     if labels == "auto":
         raise RankstackError("labels 'auto' must be resolved first (choose_labels)")
     assert teacher is not None
